@@ -1,0 +1,43 @@
+"""The `stforecast` command. Subcommands live in one module each; torch is imported only by the
+command that needs it, so `stforecast --help` and `--version` stay instant."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from stforecast import __version__
+from stforecast.cli.models import models
+
+app = typer.Typer(
+    name="stforecast",
+    help="Train, run and verify recurrent spatiotemporal forecasts (CMS-LSTM, SA-ConvLSTM, "
+    "ConvLSTM, PredRNN) on geoscience frame stacks.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"stforecast {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Show the version."),
+    ] = False,
+) -> None:
+    """Spatiotemporal forecasting for geoscience data."""
+
+
+app.command("models")(models)
+
+
+def main() -> None:
+    app()

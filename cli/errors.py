@@ -1,0 +1,28 @@
+"""How the command line reports failures: one line on stderr and a documented exit code."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import typer
+
+# Exit codes (see docs/cli.md). 2 is also what Typer/Click use for command-line usage errors.
+EXIT_USAGE = 2  # bad option, unknown model, invalid recipe field
+EXIT_INPUT = 3  # unreadable, missing or inconsistent input data
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
+    """Print `error: message` on stderr and return the Exit to raise."""
+    sys.stderr.write(f"error: {message}\n")
+    return typer.Exit(code)
+
+
+@contextmanager
+def usage_errors() -> Iterator[None]:
+    """Turn the engine's ValueError (invalid arguments) into exit code 2 without a traceback."""
+    try:
+        yield
+    except ValueError as err:
+        raise fail(str(err), EXIT_USAGE) from None

@@ -1,0 +1,69 @@
+"""`stforecast models`: the registered architectures and their size at one configuration."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from stforecast.cli.errors import fail, usage_errors
+
+
+def _parse_option(text: str) -> tuple[str, object]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise fail(f"--option takes key=value, got {text!r}")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw  # a bare word such as `channel`
+    return key.strip(), value
+
+
+def models(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="Models to show (default: all registered).")
+    ] = None,
+    in_channels: Annotated[int, typer.Option(help="Channels per frame.")] = 1,
+    frame_size: Annotated[int, typer.Option(help="Frame height and width in pixels.")] = 64,
+    patch_size: Annotated[int, typer.Option(help="Space-to-depth patch size.")] = 4,
+    hidden: Annotated[int, typer.Option(help="Hidden channels per layer.")] = 64,
+    layers: Annotated[int, typer.Option(help="Number of recurrent layers.")] = 4,
+    kernel_size: Annotated[int, typer.Option(help="Convolution kernel size.")] = 3,
+    option: Annotated[
+        list[str] | None,
+        typer.Option("--option", "-o", help="Model option key=value (e.g. se_scales=2, ce=true)."),
+    ] = None,
+) -> None:
+    """List the models with their parameter counts (defaults: the papers' Moving MNIST set-up).
+
+    Example: stforecast models cms_lstm predrnn -o ce=true -o se_scales=3
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from stforecast import models as registry
+
+    options = dict(_parse_option(o) for o in option or [])
+    table = Table(
+        title=f"{layers} x {hidden} hidden, kernel {kernel_size}, "
+        f"{frame_size}x{frame_size}x{in_channels} frames, patch {patch_size}"
+    )
+    for column in ("model", "parameters", "architecture", "paper"):
+        table.add_column(column, justify="right" if column == "parameters" else "left")
+    with usage_errors():
+        for name in names or registry.available():
+            arch = registry.describe(name)
+            net = registry.build(
+                name,
+                in_channels=in_channels,
+                frame_size=frame_size,
+                patch_size=patch_size,
+                hidden_channels=[hidden] * layers,
+                kernel_size=kernel_size,
+                **options,
+            )
+            count = sum(p.numel() for p in net.parameters())
+            table.add_row(name, f"{count:,}", arch.description, arch.paper)
+    Console().print(table)
