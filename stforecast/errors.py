@@ -1,0 +1,25 @@
+"""Errors the engine raises for bad input, each carrying the exit code the CLI reports.
+
+The CLI prints `error: <message>` on one line and exits with `exit_code`; Python users catch the
+classes. Messages name the file, field or variable at fault.
+"""
+
+from __future__ import annotations
+
+
+class StforecastError(Exception):
+    """Base class: a failure the user can act on (not a bug)."""
+
+    exit_code = 1
+
+
+class ConfigError(StforecastError, ValueError):
+    """Invalid option, recipe field, transform or model name (exit 2)."""
+
+    exit_code = 2
+
+
+class InputError(StforecastError):
+    """Input data missing, unreadable or inconsistent: paths, files, variables, grids, times (3)."""
+
+    exit_code = 3
