@@ -9,6 +9,7 @@ import typer
 
 from stforecast import __version__
 from stforecast.cli.models import models
+from stforecast.cli.prepare import prepare
 
 app = typer.Typer(
     name="stforecast",
@@ -36,6 +37,7 @@ def _root(
     """Spatiotemporal forecasting for geoscience data."""
 
 
+app.command("prepare")(prepare)
 app.command("models")(models)
 
 

@@ -20,9 +20,17 @@ def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
 
 
 @contextmanager
-def usage_errors() -> Iterator[None]:
-    """Turn the engine's ValueError (invalid arguments) into exit code 2 without a traceback."""
+def engine_errors() -> Iterator[None]:
+    """Report the engine's errors as one line and their exit code, never a traceback:
+    `StforecastError` carries its code (2 configuration, 3 input data); any other ValueError is an
+    invalid argument (2); Ctrl-C exits 130 (the engine has already cleaned up)."""
+    from stforecast.errors import StforecastError
+
     try:
         yield
+    except StforecastError as err:
+        raise fail(str(err), err.exit_code) from None
     except ValueError as err:
         raise fail(str(err), EXIT_USAGE) from None
+    except KeyboardInterrupt:
+        raise fail("interrupted", 130) from None

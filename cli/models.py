@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from stforecast.cli.errors import fail, usage_errors
+from stforecast.cli.errors import engine_errors, fail
 
 
 def _parse_option(text: str) -> tuple[str, object]:
@@ -52,7 +52,7 @@ def models(
     )
     for column in ("model", "parameters", "architecture", "paper"):
         table.add_column(column, justify="right" if column == "parameters" else "left")
-    with usage_errors():
+    with engine_errors():
         for name in names or registry.available():
             arch = registry.describe(name)
             net = registry.build(

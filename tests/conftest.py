@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -47,3 +50,19 @@ def variant(request):
 def build_small(name: str, seed: int = 0, **options) -> models.SequenceModel:
     torch.manual_seed(seed)
     return models.build(name, **{**SMALL, **options})
+
+
+# Real data lives beside the checkout (../shared/data), never in the repository.
+SHARED_DATA = Path(
+    os.environ.get(
+        "STFORECAST_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"
+    )
+)
+
+
+def shared(folder: str) -> Path:
+    """Path to a folder of ../shared/data; skips the test when it is absent (a user's clone)."""
+    path = SHARED_DATA / folder
+    if not path.exists():
+        pytest.skip(f"real data {folder!r} not found under {SHARED_DATA}")
+    return path

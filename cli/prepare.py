@@ -1,0 +1,119 @@
+"""`stforecast prepare`: frames on disk -> a prepared store for training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from stforecast.cli.errors import engine_errors, fail
+
+
+def prepare(
+    sources: Annotated[
+        list[str], typer.Argument(help="A recipe (.toml), or files, directories and globs.")
+    ],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Store directory to write.")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a recipe field: dotted.key=value (repeatable)."),
+    ] = None,
+    variable: Annotated[
+        list[str] | None, typer.Option(help="Variable to read; repeat for channels.")
+    ] = None,
+    time_pattern: Annotated[
+        str | None, typer.Option(help="strftime pattern of the time in file names.")
+    ] = None,
+    time_step: Annotated[int | None, typer.Option(help="Expected time step in seconds.")] = None,
+    units: Annotated[str | None, typer.Option(help="Convert to these units, e.g. mm/h.")] = None,
+    input_frames: Annotated[int | None, typer.Option(help="Frames in (T_in).")] = None,
+    output_frames: Annotated[int | None, typer.Option(help="Frames out (T_out).")] = None,
+    stride: Annotated[int | None, typer.Option(help="Frames between window starts.")] = None,
+    coarsen: Annotated[int | None, typer.Option(help="NaN-aware block mean factor.")] = None,
+    transform: Annotated[
+        str | None, typer.Option(help="log1p, dbr, minmax, zscore or none.")
+    ] = None,
+    fill_value: Annotated[
+        float | None, typer.Option(help="Physical value written where data is missing.")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing store.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Read frames, check times, convert, crop/coarsen, split, normalise and write a store.
+
+    Examples: stforecast prepare recipes/radar_nowcast.toml --out prepared/bom ·
+    stforecast prepare 'radar/*.nc' --out prepared/radar --input-frames 6 --output-frames 6
+    """
+    from stforecast.config import apply_overrides, data_config, load_recipe
+    from stforecast.data.prepare import prepare as run
+
+    flags = {
+        "variable": (variable[0] if len(variable) == 1 else variable) if variable else None,
+        "time_pattern": time_pattern,
+        "time_step": time_step,
+        "units": units,
+        "input_frames": input_frames,
+        "output_frames": output_frames,
+        "stride": stride,
+        "coarsen": coarsen,
+        "transform": transform,
+        "fill_value": fill_value,
+    }
+    with engine_errors():
+        if len(sources) == 1 and sources[0].endswith(".toml"):
+            raw = load_recipe(sources[0], set_ or [])
+            cfg = data_config(raw, **flags)
+        else:
+            raw = apply_overrides({"data": {"sources": sources}}, set_ or [])
+            raw["__file__"] = "command line"
+            cfg = data_config(raw, **flags)
+        target = out or (Path(cfg.store) if cfg.store else None)
+        if target is None:
+            raise fail("give --out DIR (or data.store in the recipe)")
+        if quiet:
+            manifest = run(cfg, target, overwrite=overwrite)
+        else:
+            manifest = _with_progress(run, cfg, target, overwrite)
+    _summary(target, manifest, quiet)
+
+
+def _with_progress(run, cfg, target, overwrite):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        transient=True,
+    ) as bar:
+        tasks: dict[str, int] = {}
+
+        def report(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done)
+
+        return run(cfg, target, overwrite=overwrite, progress=report)
+
+
+def _summary(target: Path, manifest: dict, quiet: bool) -> None:
+    from rich.console import Console
+
+    t, w = manifest["time"], manifest["windows"]
+    counts = ", ".join(f"{k} {v}" for k, v in w["counts"].items())
+    console = Console(stderr=False, quiet=quiet)
+    console.print(
+        f"[bold]{target}[/]: {t['frames']} frames {t['start']} .. {t['end']} every "
+        f"{t['step_iso']}, grid {manifest['grid']['shape'][0]}x{manifest['grid']['shape'][1]}, "
+        f"transform {manifest['transform']['name']}; windows {w['input_frames']}+"
+        f"{w['output_frames']}: {counts}"
+    )
+    for gap in t["gaps"]:
+        console.print(
+            f"gap: {gap['missing_frames']} frame(s) missing between {gap['after']} and "
+            f"{gap['before']}; no window spans it"
+        )

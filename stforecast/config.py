@@ -1,0 +1,196 @@
+"""Recipe sections, validated with pydantic: unknown keys, wrong types and out-of-range values are
+errors that name the file and the field (exit 2).
+
+A recipe is TOML with `[data]`, `[model]`, `[train]`, `[evaluate]` and `[forecast]`; `--set
+dotted.key=value` overrides any field with the same validation. `prepare` reads `[data]`.
+Paths in a recipe are data: they are resolved against the recipe's directory and never executed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from stforecast.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+SECTIONS = ("data", "model", "train", "evaluate", "forecast")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+TimeRange = tuple[dt.datetime, dt.datetime]
+
+
+class SplitConfig(_Strict):
+    """Chronological train / validation / test split: by fractions of the frames, or by explicit
+    time ranges (inclusive start, exclusive end; UTC). Ranges win when given."""
+
+    fractions: tuple[
+        Annotated[float, Field(ge=0, le=1)],
+        Annotated[float, Field(ge=0, le=1)],
+        Annotated[float, Field(ge=0, le=1)],
+    ] = (0.7, 0.15, 0.15)
+    train: TimeRange | None = None
+    validation: TimeRange | None = None
+    test: TimeRange | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> SplitConfig:
+        if abs(sum(self.fractions) - 1.0) > 1e-6:
+            raise ValueError(f"fractions must add up to 1, got {sum(self.fractions):g}")
+        ranges = [(n, r) for n, r in self.ranges().items() if r is not None]
+        if ranges and self.train is None:
+            raise ValueError("time ranges need at least `train`")
+        for name, (start, end) in ranges:
+            if end <= start:
+                raise ValueError(f"{name}: end {end} is not after start {start}")
+        ordered = sorted(ranges, key=lambda item: item[1][0])
+        for (a, ra), (b, rb) in itertools.pairwise(ordered):
+            if rb[0] < ra[1]:
+                raise ValueError(f"time ranges of {a} and {b} overlap")
+        return self
+
+    def ranges(self) -> dict[str, TimeRange | None]:
+        return {"train": self.train, "validation": self.validation, "test": self.test}
+
+    @property
+    def by_time(self) -> bool:
+        return self.train is not None
+
+
+class DataConfig(_Strict):
+    """`[data]`: where the frames come from and how they become training windows."""
+
+    sources: list[str] = Field(default_factory=list, description="files, directories or globs")
+    store: str | None = Field(None, description="a prepared store (directory) instead of sources")
+    variable: str | list[str] | None = Field(None, description="variable name(s); list = channels")
+    time_pattern: str | None = Field(None, description="strftime pattern of times in file names")
+    time_step: Annotated[int, Field(gt=0)] | None = Field(
+        None, description="expected time step in seconds (default: the archive's own)"
+    )
+    units: str | None = Field(None, description="convert to these units, e.g. 'mm/h'")
+    zr: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]] = Field(
+        (200.0, 1.6), description="Z = a R^b for dBZ <-> rain rate"
+    )
+    crop_bbox: tuple[float, float, float, float] | None = Field(
+        None, description="xmin, ymin, xmax, ymax in the data's CRS units"
+    )
+    crop_pixels: tuple[int, int, int, int] | None = Field(
+        None, description="row0, row1, col0, col1 (half-open)"
+    )
+    coarsen: Annotated[int, Field(ge=1)] = Field(1, description="NaN-aware block mean factor")
+    resize: tuple[Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]] | None = Field(
+        None, description="resample to exactly (ny, nx) after cropping and coarsening"
+    )
+    transform: str = Field("none", description="log1p, dbr, minmax, zscore, none")
+    transform_options: dict[str, Any] = Field(default_factory=dict)
+    fill_value: float = Field(0.0, description="physical value written where data is missing")
+    input_frames: Annotated[int, Field(ge=1)] = 10
+    output_frames: Annotated[int, Field(ge=1)] = 10
+    stride: Annotated[int, Field(ge=1)] = 1
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    chunk_frames: Annotated[int, Field(ge=1, le=4096)] = Field(
+        16, description="frames per chunk in the store and per streaming step"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> DataConfig:
+        if self.crop_bbox is not None:
+            xmin, ymin, xmax, ymax = self.crop_bbox
+            if xmax <= xmin or ymax <= ymin:
+                raise ValueError("crop_bbox must be xmin, ymin, xmax, ymax with max > min")
+        if self.crop_pixels is not None:
+            r0, r1, c0, c1 = self.crop_pixels
+            if min(self.crop_pixels) < 0 or r1 <= r0 or c1 <= c0:
+                raise ValueError("crop_pixels must be row0 < row1, col0 < col1, all >= 0")
+        return self
+
+    @property
+    def window(self) -> int:
+        return self.input_frames + self.output_frames
+
+
+def _format_error(err: ValidationError, where: str) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{where}: {loc}: {first['msg']}{more}"
+
+
+def parse_value(text: str) -> Any:
+    """A `--set` value: JSON/TOML-like scalars and lists, else the bare string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        try:
+            return tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            return text
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `dotted.key=value` overrides to a raw recipe dictionary."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set takes dotted.key=value, got {item!r}")
+        parts = key.strip().split(".")
+        node = raw
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {key}: {part!r} is not a section")
+        node[parts[-1]] = parse_value(value)
+    return raw
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Read a recipe TOML, apply overrides, check the section names; returns the raw dict with
+    source paths resolved against the recipe's directory."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"recipe {path} does not exist") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not valid TOML: {err}") from None
+    raw = apply_overrides(raw, overrides or [])
+    unknown = sorted(set(raw) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown section(s) {', '.join(unknown)}; valid: {', '.join(SECTIONS)}"
+        )
+    data = raw.get("data", {})
+    base = path.resolve().parent
+    if isinstance(data, dict):
+        for key in ("sources",):
+            if isinstance(data.get(key), list):
+                data[key] = [str(base / s) if not Path(s).is_absolute() else s for s in data[key]]
+        if isinstance(data.get("store"), str) and not Path(data["store"]).is_absolute():
+            data["store"] = str(base / data["store"])
+    raw["__file__"] = str(path)
+    return raw
+
+
+def data_config(raw: dict[str, Any] | None = None, where: str = "options", **fields) -> DataConfig:
+    """Validate a `[data]` section (from a recipe dict, or keyword fields) -> DataConfig."""
+    section = dict((raw or {}).get("data", {}))
+    section.update({k: v for k, v in fields.items() if v is not None})
+    where = (raw or {}).get("__file__", where)
+    try:
+        return DataConfig.model_validate(section)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err, f"{where} [data]")) from None

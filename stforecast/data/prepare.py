@@ -1,0 +1,287 @@
+"""`prepare`: frames on disk -> a normalised, split, windowed store that training reads.
+
+In order, each step configurable in `[data]`:
+  1. open the sources lazily (`stforecast.io.open_frames`), selecting the variable(s);
+  2. check the time step and find gaps (segments);
+  3. convert units (dBZ <-> rain rate with Z = a R^b, accumulation per step -> rate);
+  4. crop (bounding box in the data's CRS, or pixels), then coarsen (NaN-aware block mean) or
+     resize to the model grid;
+  5. split chronologically (fractions or time ranges) and lay out windows of T_in + T_out frames
+     that never span a gap or mix splits;
+  6. stream the frames once: physical values and the coverage mask into the store, the transform's
+     statistics from the training frames; then normalise the store in place, chunk by chunk;
+  7. write the manifest and move the finished store into place.
+
+Memory stays flat in the number of frames: data moves `chunk_frames` frames at a time. The store is
+built in a temporary directory beside the target and renamed at the end, so a failure leaves
+nothing behind and an existing store is only replaced (with `overwrite`) once the new one is whole.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import dask
+import dask.array
+import numpy as np
+import xarray as xr
+import zarr
+
+from stforecast import __version__
+from stforecast.config import DataConfig
+from stforecast.data import resample, transforms, units
+from stforecast.data.store import FORMAT_VERSION, write_manifest
+from stforecast.data.windows import (
+    SPLITS,
+    assign_splits,
+    fmt,
+    iso_duration,
+    split_bounds,
+    timeline,
+    window_starts,
+)
+from stforecast.errors import ConfigError, InputError
+from stforecast.io import open_frames
+
+Progress = Callable[[str, int, int], None]
+
+
+def sha256(path: str | Path, block: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def grid_frames(cfg: DataConfig, da: xr.DataArray, step: int) -> xr.DataArray:
+    """Steps 3-4 on a lazy DataArray: units, crop, coarsen/resize. Shared with `forecast`, so
+    new frames go through exactly the code that prepared the training data."""
+    source_units = da.attrs.get("units", "")
+    if cfg.units and not units.equivalent(cfg.units, source_units):
+        da = units.convert(da, source_units, cfg.units, step_seconds=step, zr=cfg.zr)
+    if cfg.crop_bbox is not None or cfg.crop_pixels is not None:
+        da = resample.crop(da, bbox=cfg.crop_bbox, pixels=cfg.crop_pixels)
+    if cfg.coarsen > 1:
+        da = resample.coarsen(da, cfg.coarsen)
+    if cfg.resize is not None:
+        da = resample.resize(da, tuple(cfg.resize))
+    return da
+
+
+def _channels(da: xr.DataArray) -> list[str] | None:
+    return [str(c) for c in da["channel"].values] if "channel" in da.dims else None
+
+
+def prepare(
+    cfg: DataConfig,
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Build the prepared store at `out`; returns its manifest."""
+    if not cfg.sources:
+        raise ConfigError("[data] sources: nothing to prepare (give files, directories or globs)")
+    transform = transforms.get(cfg.transform, **cfg.transform_options)  # unknown -> exit 2 early
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise ConfigError(f"{out} already exists; pass --overwrite to replace it")
+    report = progress or (lambda stage, done, total: None)
+
+    da = open_frames(cfg.sources, variable=cfg.variable, time_pattern=cfg.time_pattern)
+    step = cfg.time_step or da.attrs.get("time_step")
+    if not step:
+        raise InputError("cannot infer the time step from a single frame; set data.time_step")
+    times = da["time"].values
+    line = timeline(times, int(step))
+    da = grid_frames(cfg, da, int(step))
+    if "channel" not in da.dims:
+        da = da.expand_dims("channel", axis=1)
+        channel_names = None
+    else:
+        channel_names = _channels(da)
+    split_ids = assign_splits(times, cfg.split)
+    starts = window_starts(split_ids, line.segment, cfg.window, cfg.stride)
+    if starts["train"].size == 0:
+        counts = {SPLITS[k]: int((split_ids == k).sum()) for k in range(3)}
+        raise InputError(
+            f"fewer frames than one window ({cfg.input_frames} + {cfg.output_frames}) "
+            f"in the training split (frames per split: {counts}; gaps: {len(line.gaps)})"
+        )
+
+    tmp = out.parent / f".{out.name}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)  # left by a killed run: ours, never the user's
+    try:
+        stats = _write(cfg, da, line, split_ids, transform, tmp, report)
+        manifest = _manifest(cfg, da, line, split_ids, starts, transform, channel_names, stats)
+        sources = da.attrs.get("sources", [])
+        manifest["sources"] = []
+        for i, path in enumerate(sources):
+            manifest["sources"].append(
+                {"path": str(path), "sha256": sha256(path), "bytes": Path(path).stat().st_size}
+            )
+            report("checksums", i + 1, len(sources))
+        zarr.consolidate_metadata(str(tmp))
+        write_manifest(tmp, manifest)
+        _replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _replace(tmp: Path, out: Path) -> None:
+    """Move the finished store into place; an old store is removed only after the swap."""
+    if out.exists():
+        old = out.parent / f".{out.name}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(out)
+
+
+def _write(cfg, da, line, split_ids, transform, tmp: Path, report: Progress) -> dict:
+    """Stream physical frames into the store (one read of the sources), fit the transform on the
+    training frames as they pass, then normalise in place."""
+    n, n_ch, ny, nx = da.shape
+    chunk = cfg.chunk_frames
+    template = xr.Dataset(
+        {
+            "frames": (
+                ("time", "channel", "y", "x"),
+                dask.array.zeros((n, n_ch, ny, nx), chunks=(chunk, n_ch, ny, nx), dtype="f4"),
+            ),
+            "coverage": (
+                ("time", "y", "x"),
+                dask.array.zeros((n, ny, nx), chunks=(chunk, ny, nx), dtype=bool),
+            ),
+            "split": ("time", split_ids),
+            "segment": ("time", line.segment),
+        },
+        coords={k: da[k].values for k in ("time", "channel", "y", "x") if k in da.coords},
+    )
+    template.to_zarr(tmp, mode="w", compute=False, consolidated=False, zarr_format=2)
+    group = zarr.open_group(tmp, mode="r+")
+    frames, coverage = group["frames"], group["coverage"]
+    fitters = [transform.fitter() for _ in range(n_ch)]
+    valid_counts = np.zeros((n, n_ch), dtype=np.int64)
+    with dask.config.set(scheduler="threads"):
+        for i in range(0, n, chunk):
+            j = min(i + chunk, n)
+            block = np.asarray(da.isel(time=slice(i, j)).values, dtype=np.float32)
+            valid = np.isfinite(block)
+            valid_counts[i:j] = valid.sum(axis=(2, 3))
+            empty = np.flatnonzero(valid_counts[i:j].min(axis=1) == 0)
+            if empty.size:
+                raise InputError(f"frame at {fmt(line.times[i + empty[0]])} has no valid value")
+            train = split_ids[i:j] == 0
+            if train.any():
+                for c in range(n_ch):
+                    fitters[c].update(block[train, c])
+            frames[i:j] = block
+            coverage[i:j] = valid.all(axis=1)
+            report("reading", j, n)
+    params = [f.result() for f in fitters]
+    fills = _fill_values(cfg, params, transform)
+    for i in range(0, n, chunk):
+        j = min(i + chunk, n)
+        block = frames[i:j]
+        for c in range(n_ch):
+            x = block[:, c]
+            missing = ~np.isfinite(x)
+            y = np.asarray(transform.forward(x, params[c]), dtype=np.float32)
+            y[missing] = fills["normalised"][c]
+            block[:, c] = y
+        frames[i:j] = block
+        report("normalising", j, n)
+    return {"params": params, "fills": fills, "valid_counts": valid_counts}
+
+
+def _fill_values(cfg: DataConfig, params: list[dict], transform) -> dict:
+    """The value written where data is missing: `fill_value` (physical units) for every channel,
+    through the transform."""
+    physical = [float(cfg.fill_value)] * len(params)
+    normalised = [
+        float(np.asarray(transform.forward(np.array([p], dtype=np.float64), params[c]))[0])
+        for c, p in enumerate(physical)
+    ]
+    return {"physical": physical, "normalised": normalised}
+
+
+def _manifest(cfg, da, line, split_ids, starts, transform, channels, stats) -> dict[str, Any]:
+    n, n_ch, ny, nx = da.shape
+    valid_counts = stats["valid_counts"]
+    per_frame = valid_counts.min(axis=1) / float(ny * nx)
+    frames_missing = int((per_frame < 1).sum())
+    variable = da.attrs.get("source_variable", da.name)
+    return {
+        "format_version": FORMAT_VERSION,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "software": f"stforecast {__version__}",
+        "variable": variable if channels is None else channels,
+        "channels": channels,
+        "units": da.attrs.get("units", ""),
+        "long_name": da.attrs.get("long_name", ""),
+        "transform": {
+            "name": transform.name,
+            "options": transform.options,
+            "params": stats["params"] if channels else stats["params"][0],
+        },
+        "missing": {
+            "fill_value": stats["fills"]["physical"] if channels else stats["fills"]["physical"][0],
+            "fill_value_normalised": stats["fills"]["normalised"]
+            if channels
+            else stats["fills"]["normalised"][0],
+            "frames_with_missing": frames_missing,
+            "missing_fraction": float(1 - valid_counts.sum() / (n * n_ch * ny * nx)),
+            "note": "missing values are filled in the store; `coverage` marks valid pixels",
+        },
+        "grid": {
+            "shape": [ny, nx],
+            "crs_wkt": da.attrs.get("crs_wkt", ""),
+            "transform": list(da.attrs.get("transform", [])),
+            "x": [float(da["x"].values[0]), float(da["x"].values[-1])],
+            "y": [float(da["y"].values[0]), float(da["y"].values[-1])],
+        },
+        "time": {
+            "start": fmt(line.times[0]),
+            "end": fmt(line.times[-1]),
+            "step_seconds": line.step,
+            "step_iso": iso_duration(line.step),
+            "frames": n,
+            "segments": [[fmt(line.times[a]), fmt(line.times[b - 1])] for a, b in line.segments],
+            "gaps": line.gaps,
+        },
+        "split": {
+            "method": "time ranges" if cfg.split.by_time else "fractions",
+            "fractions": None if cfg.split.by_time else list(cfg.split.fractions),
+            "bounds": split_bounds(line.times, split_ids, line.step),
+            "frames": {name: int((split_ids == k).sum()) for k, name in enumerate(SPLITS)},
+        },
+        "windows": {
+            "input_frames": cfg.input_frames,
+            "output_frames": cfg.output_frames,
+            "stride": cfg.stride,
+            "counts": {name: int(starts[name].size) for name in SPLITS},
+            "starts": {name: starts[name].tolist() for name in SPLITS},
+        },
+        "processing": {
+            "units": cfg.units,
+            "zr": list(cfg.zr),
+            "crop_bbox": cfg.crop_bbox,
+            "crop_pixels": cfg.crop_pixels,
+            "coarsen": cfg.coarsen,
+            "resize": cfg.resize,
+            "time_pattern": cfg.time_pattern,
+        },
+        "config": cfg.model_dump(mode="json"),
+    }

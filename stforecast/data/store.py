@@ -1,0 +1,58 @@
+"""The prepared store: a zarr directory that xarray opens, plus `manifest.json`.
+
+    frames    (time, [channel,] y, x) float32   normalised values; missing data filled
+    coverage  (time, y, x) bool                  True where every channel had a valid value
+    split     (time,) int8                       0 train, 1 validation, 2 test, -1 none
+    segment   (time,) int32                      runs of frames without gaps
+
+The manifest holds what training, forecasting and evaluation need to use the data and to treat new
+data the same way: sources with checksums, variable and units, transform and fitted parameters,
+grid and CRS, time step, splits, windows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import xarray as xr
+
+from stforecast.errors import InputError
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+
+
+def read_manifest(store: str | Path) -> dict[str, Any]:
+    """The manifest of a prepared store (InputError when the directory is not one)."""
+    path = Path(store) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{store} is not a prepared store (no {MANIFEST})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"{path} is corrupt: {err}") from None
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise InputError(f"{path}: unsupported store format {manifest.get('format_version')!r}")
+    return manifest
+
+
+def write_manifest(store: str | Path, manifest: dict[str, Any]) -> None:
+    """Write the manifest atomically (temp file, fsync, rename)."""
+    path = Path(store) / MANIFEST
+    tmp = path.with_suffix(".json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(manifest, f, indent=2)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def open_store(store: str | Path) -> tuple[xr.Dataset, dict[str, Any]]:
+    """The store as a lazy xarray Dataset, with its manifest."""
+    manifest = read_manifest(store)
+    ds = xr.open_zarr(store, consolidated=True)
+    return ds, manifest

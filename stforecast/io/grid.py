@@ -1,0 +1,61 @@
+"""The spatial grid every frame of a stack must share: cell-centre coordinates, CRS, transform."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from stforecast.io.crs import same_crs
+
+
+@dataclass(frozen=True, eq=False)
+class Grid:
+    """Cell centres `y`, `x` (1-D, in the CRS's units, in the file's order) and the CRS as WKT2
+    (`""` when the file has none). `x_attrs`/`y_attrs` are the coordinates' CF attributes."""
+
+    y: np.ndarray
+    x: np.ndarray
+    crs_wkt: str
+    x_attrs: dict = field(default_factory=dict)
+    y_attrs: dict = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.y.size, self.x.size)
+
+    @property
+    def transform(self) -> list[float]:
+        """GDAL/affine `[a, b, c, d, e, f]` (as `rasterio.Affine`) of cells around the centres.
+
+        Irregular coordinates get their mean spacing: the transform is then an approximation.
+        """
+        dx = _spacing(self.x)
+        dy = _spacing(self.y)
+        return [dx, 0.0, float(self.x[0]) - dx / 2, 0.0, dy, float(self.y[0]) - dy / 2]
+
+    def difference(self, other: Grid) -> str | None:
+        """What differs from `other` (shape, x, y or CRS), or None when they are the same grid."""
+        if self.shape != other.shape:
+            return f"shape {other.shape} instead of {self.shape}"
+        for name in ("x", "y"):
+            mine, theirs = getattr(self, name), getattr(other, name)
+            tolerance = 1e-6 * max(abs(_spacing(mine)), 1e-12)
+            if not np.allclose(mine, theirs, rtol=0, atol=tolerance):
+                k = int(np.argmax(np.abs(mine - theirs)))
+                return f"{name} coordinates differ ({theirs[k]!r} instead of {mine[k]!r} at {k})"
+        if not same_crs(self.crs_wkt, other.crs_wkt):
+            return "CRS differs"
+        return None
+
+
+def _spacing(values: np.ndarray) -> float:
+    if values.size < 2:
+        return 1.0
+    return float((values[-1] - values[0]) / (values.size - 1))
+
+
+def pixel_centres(n: int) -> np.ndarray:
+    """Centres of pixels in GDAL's pixel/line space (0.5, 1.5, ...) for files without coordinates,
+    which makes the transform the identity, as GDAL reports for ungeoreferenced rasters."""
+    return np.arange(n, dtype=np.float64) + 0.5
