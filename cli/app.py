@@ -10,6 +10,7 @@ import typer
 from stforecast import __version__
 from stforecast.cli.models import models
 from stforecast.cli.prepare import prepare
+from stforecast.cli.synthetic import synthetic
 
 app = typer.Typer(
     name="stforecast",
@@ -39,6 +40,7 @@ def _root(
 
 app.command("prepare")(prepare)
 app.command("models")(models)
+app.add_typer(synthetic, name="synthetic")
 
 
 def main() -> None:
