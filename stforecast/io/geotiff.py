@@ -14,7 +14,6 @@ from __future__ import annotations
 import html
 import math
 import re
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -154,14 +153,14 @@ class _Header:
         if self.count > 1:
             return self._band_times()
         if time_pattern:
-            return self._from_name([time_pattern])
+            return t.time_from_name(self.path, [time_pattern])
         found = self._band_time(1)
         if found is not None:
             return np.array([found[0]]), found[1]
         found = self._dataset_time()
         if found is not None:
             return np.array([found[0]]), found[1]
-        named, note = self._from_name(t.AUTO_PATTERNS)
+        named, note = t.time_from_name(self.path, t.AUTO_PATTERNS)
         if named is not None:
             return named, note
         return None, (
@@ -199,13 +198,6 @@ class _Header:
         item = self.items.get("tifftag_datetime")
         time = _item_time(item) if item else None
         return (time, "TIFFTAG_DATETIME") if time is not None else None
-
-    def _from_name(self, patterns: Sequence[str]) -> tuple[np.ndarray | None, str]:
-        found = t.time_in_text(self.path.name, patterns)
-        if found is None:
-            shown = patterns[0] if len(patterns) == 1 else "common date patterns"
-            return None, f"file name ({shown})"
-        return np.array([found]), "file name"
 
 
 def _check_complete(src: rasterio.io.DatasetReader, path: Path) -> None:

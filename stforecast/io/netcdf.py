@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -334,7 +333,7 @@ class _Scanner:
                 return None, f"coordinate {frame_dim!r} has no CF time units ('... since ...')"
             return self._decode(coord, f"coordinate {frame_dim!r}")
         if self.time_pattern:
-            return self._from_name([self.time_pattern])
+            return t.time_from_name(self.path, [self.time_pattern])
         looked = []
         scalar, note = self._scalar_times(var)
         if scalar is not None:
@@ -345,7 +344,7 @@ class _Scanner:
             if found is not None:
                 return np.array([found[1]]), f"{where} attribute {found[0]!r}"
         looked.append("attributes " + "/".join(t.TIME_KEYS))
-        named, note = self._from_name(t.AUTO_PATTERNS)
+        named, note = t.time_from_name(self.path, t.AUTO_PATTERNS)
         if named is not None:
             return named, note
         looked.append(note)
@@ -375,13 +374,6 @@ class _Scanner:
             return t.decode_cf(values, units, attrs.get("calendar")), where
         except ValueError as err:
             raise InputError(f"{self.path}: cannot decode the times of {where}: {err}") from err
-
-    def _from_name(self, patterns: Sequence[str]) -> tuple[np.ndarray | None, str]:
-        found = t.time_in_text(self.path.name, patterns)
-        if found is None:
-            shown = patterns[0] if len(patterns) == 1 else "common date patterns"
-            return None, f"file name ({shown})"
-        return np.array([found]), "file name"
 
 
 def _time_from_attrs(attrs: dict) -> tuple[str, np.datetime64] | None:

@@ -10,6 +10,7 @@ import datetime as dt
 import functools
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -323,3 +324,12 @@ def most_common_step(times: np.ndarray) -> int | None:
 def fmt_time(t: np.datetime64) -> str:
     """A time for messages: ISO 8601 to the second."""
     return str(np.datetime64(t, "s"))
+
+
+def time_from_name(path: Path, patterns: Sequence[str]) -> tuple[np.ndarray | None, str]:
+    """A per-frame file's time from its name, and where it was looked for (for messages)."""
+    found = time_in_text(path.name, patterns)
+    if found is None:
+        shown = patterns[0] if len(patterns) == 1 else "common date patterns"
+        return None, f"file name ({shown})"
+    return np.array([found]), "file name"
