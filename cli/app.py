@@ -11,6 +11,7 @@ from stforecast import __version__
 from stforecast.cli.models import models
 from stforecast.cli.prepare import prepare
 from stforecast.cli.synthetic import synthetic
+from stforecast.cli.train import train
 
 app = typer.Typer(
     name="stforecast",
@@ -39,6 +40,7 @@ def _root(
 
 
 app.command("prepare")(prepare)
+app.command("train")(train)
 app.command("models")(models)
 app.add_typer(synthetic, name="synthetic")
 

@@ -13,7 +13,7 @@ import itertools
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -34,6 +34,11 @@ class _Strict(BaseModel):
 TimeRange = tuple[dt.datetime, dt.datetime]
 
 
+def _utc(t: dt.datetime) -> dt.datetime:
+    """Naive times are UTC; aware ones are converted, so the two can be compared."""
+    return t.astimezone(dt.timezone.utc).replace(tzinfo=None) if t.tzinfo else t
+
+
 class SplitConfig(_Strict):
     """Chronological train / validation / test split: by fractions of the frames, or by explicit
     time ranges (inclusive start, exclusive end; UTC). Ranges win when given."""
@@ -51,7 +56,7 @@ class SplitConfig(_Strict):
     def _check(self) -> SplitConfig:
         if abs(sum(self.fractions) - 1.0) > 1e-6:
             raise ValueError(f"fractions must add up to 1, got {sum(self.fractions):g}")
-        ranges = [(n, r) for n, r in self.ranges().items() if r is not None]
+        ranges = [(n, tuple(map(_utc, r))) for n, r in self.ranges().items() if r is not None]
         if ranges and self.train is None:
             raise ValueError("time ranges need at least `train`")
         for name, (start, end) in ranges:
@@ -76,6 +81,12 @@ class DataConfig(_Strict):
 
     sources: list[str] = Field(default_factory=list, description="files, directories or globs")
     store: str | None = Field(None, description="a prepared store (directory) instead of sources")
+    moving_mnist: str | None = Field(
+        None, description="MNIST IDX file: train on generated Moving MNIST instead of files"
+    )
+    validation_sequences: Annotated[int, Field(ge=1)] = Field(
+        256, description="Moving MNIST: fixed validation sequences (training digits, own seed)"
+    )
     variable: str | list[str] | None = Field(None, description="variable name(s); list = channels")
     time_pattern: str | None = Field(None, description="strftime pattern of times in file names")
     time_step: Annotated[int, Field(gt=0)] | None = Field(
@@ -179,8 +190,9 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> dict[st
         for key in ("sources",):
             if isinstance(data.get(key), list):
                 data[key] = [str(base / s) if not Path(s).is_absolute() else s for s in data[key]]
-        if isinstance(data.get("store"), str) and not Path(data["store"]).is_absolute():
-            data["store"] = str(base / data["store"])
+        for key in ("store", "moving_mnist"):
+            if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
+                data[key] = str(base / data[key])
     raw["__file__"] = str(path)
     return raw
 
@@ -194,3 +206,86 @@ def data_config(raw: dict[str, Any] | None = None, where: str = "options", **fie
         return DataConfig.model_validate(section)
     except ValidationError as err:
         raise ConfigError(_format_error(err, f"{where} [data]")) from None
+
+
+class ModelConfig(_Strict):
+    """`[model]`: an architecture from the registry (`stforecast models` lists them)."""
+
+    name: str = "cms_lstm"
+    patch_size: Annotated[int, Field(ge=1)] = 4
+    hidden_channels: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [64] * 4)
+    kernel_size: Annotated[int, Field(ge=1)] = 3
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="ce, se_scales, norm, window, key_channels, ..."
+    )
+
+
+class TrainConfig(_Strict):
+    """`[train]`: optimisation, schedules, sampling, validation, checkpoints, device."""
+
+    optimizer: Literal["adamw", "adam"] = "adamw"
+    lr: Annotated[float, Field(gt=0)] = 1e-3
+    weight_decay: Annotated[float, Field(ge=0)] = 0.01
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (
+        0.9,
+        0.999,
+    )
+    schedule: Literal["constant", "cosine", "onecycle"] = "constant"
+    min_lr: Annotated[float, Field(ge=0)] = 0.0
+    loss: Literal["l2", "l1", "l1+l2"] = "l1+l2"
+    reduction: Literal["mean", "sum"] = "mean"
+    batch_size: Annotated[int, Field(ge=1)] = 8
+    max_steps: Annotated[int, Field(ge=1)] = 1000
+    max_time: Annotated[float, Field(gt=0)] | None = Field(None, description="seconds")
+    scheduled_sampling: Literal["none", "linear", "reverse"] = "linear"
+    sampling_steps: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="steps over which the sampling probability decays (default: half)"
+    )
+    reverse_sequences: bool = Field(
+        False, description="also train on the time-reversed sequence (authors' code)"
+    )
+    grad_clip: Annotated[float, Field(gt=0)] | None = None
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    compile: bool = False
+    seed: int = 0
+    deterministic: bool = False
+    val_every: Annotated[int, Field(ge=1)] = 500
+    val_batches: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="cap on validation batches (default: the whole split)"
+    )
+    early_stopping: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="stop after this many validations without improvement"
+    )
+    checkpoint_every: Annotated[int, Field(ge=1)] = 500
+    log_every: Annotated[int, Field(ge=1)] = 10
+    num_workers: Annotated[int, Field(ge=0)] = 0
+    crop: Annotated[int, Field(ge=1)] | None = Field(None, description="random crop (pixels)")
+    flip: bool = False
+    tensorboard: bool = True
+
+
+class EvaluateConfig(_Strict):
+    """`[evaluate]`: scored by `stforecast evaluate` (fields arrive with that command)."""
+
+
+class ForecastConfig(_Strict):
+    """`[forecast]`: used by `stforecast forecast` (fields arrive with that command)."""
+
+
+class Recipe(_Strict):
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    forecast: ForecastConfig = Field(default_factory=ForecastConfig)
+
+
+def recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Load and validate a whole recipe; errors name the file and the field (exit 2)."""
+    raw = load_recipe(path, overrides)
+    where = raw.pop("__file__")
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err, where)) from None

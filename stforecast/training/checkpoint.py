@@ -1,0 +1,126 @@
+"""Atomic files and resumable checkpoints.
+
+A checkpoint is written to a temporary file in the same directory, flushed and fsynced, moved over
+the old one with `os.replace` (atomic on POSIX), and the directory is fsynced so the rename itself
+survives a power cut. A process killed at any moment leaves either the previous checkpoint or the
+new one under the final name, never a truncated file; stale temporary files are removed on resume.
+
+Checkpoints hold only tensors, numbers, strings, lists, tuples and dicts, and are read with
+`torch.load(weights_only=True)`: a file that needs arbitrary unpickling is refused.
+
+Layout of `checkpoints/last.pt` (a dict, `FORMAT`/`VERSION` first):
+
+    format, version    "stforecast-checkpoint", 1
+    step               optimizer steps done (the next step to run)
+    epoch, position    data order: epoch number and batches of it consumed; `train_size` guards
+                       against resuming on a different training split
+    model, optimizer   state dicts; `scaler` the fp16 GradScaler state or None
+    scheduler          {"schedule", "step", "lr"} (schedules are pure functions of the step)
+    sampling           {"kind", "steps", "eta", "eta_input"} at `step`
+    best, stale        best validation {"loss", "step", "metrics"}; validations since it improved
+    last_validation    the latest validation metrics (or None)
+    rng                Python, numpy, torch CPU and CUDA generator states
+    elapsed_s          training wall time over all sessions; `world_size` of the run
+    architecture       `model.config`; `recipe` the resolved recipe as JSON text
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+
+from stforecast.errors import InputError
+
+FORMAT = "stforecast-checkpoint"
+VERSION = 1
+LAST = "last.pt"
+BEST = "best.safetensors"
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename in `path` durable (no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> Path:
+    """Write `path` through a temporary file beside it: write, flush, fsync, replace, fsync dir.
+
+    If `write` fails (or the process dies), the temporary file is removed (or left under a
+    hidden `.NAME.*.tmp` name that `remove_stale` cleans up); `path` is never touched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    return atomic_write(path, lambda fh: fh.write(data))
+
+
+def remove_stale(directory: Path) -> list[Path]:
+    """Delete temporary files that a killed writer left in `directory`; returns them."""
+    removed = []
+    if directory.is_dir():
+        for tmp in directory.glob(".*.tmp"):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
+
+
+def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:
+    """Atomically save a checkpoint dict (see the module docstring for its keys)."""
+    state = {"format": FORMAT, "version": VERSION, **state}
+    return atomic_write(path, lambda fh: torch.save(state, fh))
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a checkpoint on the CPU with `weights_only=True`; any problem is an `InputError`."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such checkpoint") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(
+            f"{path}: not a readable stforecast checkpoint (loaded with weights_only=True): {first}"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise InputError(f"{path}: not an stforecast checkpoint")
+    if state.get("version") != VERSION:
+        raise InputError(
+            f"{path}: checkpoint version {state.get('version')} is not supported "
+            f"(this stforecast reads version {VERSION})"
+        )
+    return state

@@ -1,0 +1,258 @@
+"""What the trainer trains on: datasets built from a recipe's `[data]` section.
+
+Three kinds of source, one interface (`TrainingData`):
+- `store`: a prepared store (`stforecast prepare`), windows read lazily;
+- `sources`: raw files, prepared on first use into a cache keyed by the content hash of the files
+  and of the `[data]` settings, so the same recipe on the same files prepares once;
+- `moving_mnist`: sequences generated from an MNIST IDX file (training digits only; the test
+  set of `stforecast.data.synthetic.moving_mnist_test` never appears in training or validation).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from stforecast.config import DataConfig, Recipe
+from stforecast.data import synthetic
+from stforecast.data.dataset import WindowDataset
+from stforecast.data.prepare import prepare, sha256
+from stforecast.data.store import read_manifest
+from stforecast.errors import ConfigError
+from stforecast.io.sources import resolve
+
+VALIDATION_SEED = 20200707  # Moving MNIST validation: training digits, its own fixed seed
+MNIST_EPOCH = 10000  # Moving MNIST sequences per training epoch (the papers' training set size)
+
+
+@dataclass
+class TrainingData:
+    train: Dataset
+    validation: Dataset | None
+    in_channels: int
+    frame_size: tuple[int, int]
+    input_frames: int
+    output_frames: int
+    contract: dict[str, Any]
+    checksums: list[dict[str, Any]] = field(default_factory=list)
+
+
+class MovingMNISTSequences(Dataset):
+    """Map-style Moving MNIST: sequence `i` of epoch `e` is a pure function of (seed, e, i), so
+    any position can be resumed exactly and data-parallel ranks share one definition."""
+
+    def __init__(self, digits: np.ndarray, t_in: int, t_out: int, *, seed: int, length: int):
+        self.digits, self.t_in, self.t_out = digits, t_in, t_out
+        self.seed, self.length, self.epoch = seed, length, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        state = np.random.SeedSequence((self.seed, 2, self.epoch, index)).generate_state(1)[0]
+        seq = synthetic.moving_mnist(
+            self.digits, 1, seq_len=self.t_in + self.t_out, seed=int(state)
+        )[0]
+        x = torch.from_numpy(seq.astype(np.float32) / 255.0)[:, None]
+        return {"inputs": x[: self.t_in], "targets": x[self.t_in :]}
+
+
+class FixedSequences(Dataset):
+    """A fixed set of sequences `(N, T, H, W)` uint8 as inputs/targets items."""
+
+    def __init__(self, sequences: np.ndarray, t_in: int) -> None:
+        self.x = torch.from_numpy(sequences.astype(np.float32) / 255.0)[:, :, None]
+        self.t_in = t_in
+
+    def set_epoch(self, epoch: int) -> None:
+        """Fixed data: nothing changes between epochs."""
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        x = self.x[index]
+        return {"inputs": x[: self.t_in], "targets": x[self.t_in :]}
+
+
+def cache_root() -> Path:
+    """Where prepared stores of raw sources are kept: `$STFORECAST_CACHE`, else the XDG cache."""
+    if "STFORECAST_CACHE" in os.environ:
+        return Path(os.environ["STFORECAST_CACHE"])
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "stforecast" / "prepared"
+
+
+def content_key(cfg: DataConfig) -> str:
+    """Hash of the source files' contents and of every `[data]` setting that shapes the store."""
+    digest = hashlib.sha256()
+    settings = cfg.model_dump(mode="json", exclude={"store", "validation_sequences"})
+    settings["sources"] = sorted(settings["sources"])
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    for path in resolve(cfg.sources):
+        digest.update(sha256(path).encode())
+    return digest.hexdigest()[:24]
+
+
+def _store_data(recipe: Recipe, store: Path) -> TrainingData:
+    manifest = read_manifest(store)
+    train_cfg = recipe.train
+    train = WindowDataset(
+        store, "train", crop=train_cfg.crop, flip=train_cfg.flip, seed=train_cfg.seed
+    )
+    has_val = manifest["windows"]["counts"]["validation"] > 0
+    validation = (
+        WindowDataset(store, "validation", crop=train_cfg.crop, seed=train_cfg.seed + 1)
+        if has_val
+        else None
+    )
+    ny, nx = manifest["grid"]["shape"]
+    frame = (train_cfg.crop, train_cfg.crop) if train_cfg.crop else (ny, nx)
+    channels = manifest.get("channels") or [manifest["variable"]]
+    win = manifest["windows"]
+    contract = {
+        "variable": manifest["variable"],
+        "channels": manifest.get("channels"),
+        "units": manifest["units"],
+        "transform": manifest["transform"],
+        "missing": {k: manifest["missing"][k] for k in ("fill_value", "fill_value_normalised")},
+        "grid": manifest["grid"],
+        "time_step_seconds": manifest["time"]["step_seconds"],
+        "time_step_iso": manifest["time"]["step_iso"],
+        "input_frames": win["input_frames"],
+        "output_frames": win["output_frames"],
+        "processing": manifest["processing"],
+        "store": str(Path(store).resolve()),
+    }
+    return TrainingData(
+        train=train,
+        validation=validation,
+        in_channels=len(channels),
+        frame_size=frame,
+        input_frames=win["input_frames"],
+        output_frames=win["output_frames"],
+        contract=contract,
+        checksums=manifest.get("sources", []),
+    )
+
+
+def _mnist_data(recipe: Recipe) -> TrainingData:
+    cfg = recipe.data
+    digits = synthetic.load_mnist_images(cfg.moving_mnist)
+    train_pool, _ = synthetic.split_mnist_digits(digits)
+    t_in, t_out = cfg.input_frames, cfg.output_frames
+    train = MovingMNISTSequences(
+        train_pool, t_in, t_out, seed=recipe.train.seed, length=MNIST_EPOCH
+    )
+    val = synthetic.moving_mnist(
+        train_pool, cfg.validation_sequences, seq_len=t_in + t_out, seed=VALIDATION_SEED
+    )
+    contract = {
+        "variable": "moving_mnist",
+        "channels": None,
+        "units": "1",
+        "transform": {"name": "none", "options": {}, "params": {}},
+        "grid": {"shape": [64, 64], "crs_wkt": "", "transform": []},
+        "time_step_seconds": None,
+        "input_frames": t_in,
+        "output_frames": t_out,
+        "values": "pixel intensity / 255, in [0, 1]",
+    }
+    checksums = [{"path": str(cfg.moving_mnist), "sha256": sha256(cfg.moving_mnist)}]
+    return TrainingData(
+        train, FixedSequences(val, t_in), 1, (64, 64), t_in, t_out, contract, checksums
+    )
+
+
+def build_datasets(
+    recipe: Recipe,
+    *,
+    cache_dir: Path | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> TrainingData:
+    """The training and validation datasets a recipe asks for (preparing raw sources if needed)."""
+    cfg = recipe.data
+    given = [k for k in ("store", "sources", "moving_mnist") if getattr(cfg, k)]
+    if len(given) != 1:
+        raise ConfigError(
+            "[data] needs exactly one of store, sources or moving_mnist"
+            + (f" (got {', '.join(given)})" if given else "")
+        )
+    if cfg.moving_mnist:
+        return _mnist_data(recipe)
+    if cfg.store:
+        return _store_data(recipe, Path(cfg.store))
+    store = (cache_dir or cache_root()) / content_key(cfg)
+    if not (store / "manifest.json").exists():
+        store.parent.mkdir(parents=True, exist_ok=True)
+        prepare(cfg, store, overwrite=True, progress=progress)
+    return _store_data(recipe, store)
+
+
+def describe(recipe: Recipe) -> dict[str, Any]:
+    """Channels, frame size and window lengths a recipe's data will have, without preparing or
+    reading data (headers only): what `train --dry-run` needs to build the model."""
+    cfg = recipe.data
+    crop = recipe.train.crop
+    if cfg.moving_mnist:
+        frame: tuple[int, int] = (64, 64)
+        channels = 1
+    elif cfg.store:
+        manifest = read_manifest(cfg.store)
+        frame = tuple(manifest["grid"]["shape"])
+        channels = len(manifest.get("channels") or [manifest["variable"]])
+    elif cfg.sources:
+        from stforecast.data.prepare import grid_frames
+        from stforecast.io import open_frames
+
+        da = open_frames(cfg.sources, variable=cfg.variable, time_pattern=cfg.time_pattern)
+        step = cfg.time_step or da.attrs.get("time_step") or 1
+        da = grid_frames(cfg, da, int(step))
+        frame = (da.sizes["y"], da.sizes["x"])
+        channels = da.sizes.get("channel", 1)
+    else:
+        raise ConfigError("[data] needs exactly one of store, sources or moving_mnist")
+    return {
+        "in_channels": channels,
+        "frame_size": (crop, crop) if crop else frame,
+        "input_frames": cfg.input_frames,
+        "output_frames": cfg.output_frames,
+    }
+
+
+def batch_memory(model: torch.nn.Module, batch: int, t_in: int, t_out: int) -> dict[str, int]:
+    """Bytes one training step needs, measured on the meta device (nothing is computed):
+    storages saved for the backward pass of a batch (each counted once), plus weights, gradients
+    and AdamW state."""
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        s = t.untyped_storage()
+        storages[s._cdata] = s.nbytes()
+        return t
+
+    meta = copy.deepcopy(model).to("meta")
+    c = model.in_channels
+    h, w = model.frame_size
+    x = torch.zeros(batch, t_in + t_out, c, h, w, device="meta")
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        meta.rollout(x[:, :t_in], t_out)
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    return {
+        "activations": sum(storages.values()),
+        "weights": params,
+        "optimizer_and_grads": 3 * params,
+    }

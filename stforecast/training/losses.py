@@ -1,0 +1,75 @@
+"""Training losses on every next-frame output, masked by data coverage.
+
+The loss reads all outputs of `model.rollout` (frames 2..T: the observed part and the forecasts),
+as the papers' reference code does. Where a coverage weight is 0 (no radar, missing satellite
+pixels) the error is exactly 0 and so is its gradient, even if the target holds NaN there.
+
+Reductions: `mean` averages over the weighted elements (Σ w·e / Σ w, w broadcast over channels);
+`sum` adds them up over the whole batch (`nn.MSELoss(reduction="sum")`, the CMS-LSTM script's
+choice). `l1+l2` is the sum of the two with the same reduction (CMS-LSTM paper).
+"""
+
+from __future__ import annotations
+
+import torch
+
+Tensor = torch.Tensor
+
+KINDS = ("l2", "l1", "l1+l2")
+REDUCTIONS = ("mean", "sum")
+
+
+def elementwise(pred: Tensor, target: Tensor, kind: str) -> Tensor:
+    """The unreduced error of each element for a loss kind."""
+    diff = pred - target
+    if kind == "l2":
+        return diff.square()
+    if kind == "l1":
+        return diff.abs()
+    if kind == "l1+l2":
+        return diff.square() + diff.abs()
+    raise ValueError(f"unknown loss {kind!r}; choose one of {', '.join(KINDS)}")
+
+
+def loss_terms(
+    pred: Tensor, target: Tensor, weight: Tensor | None, kind: str
+) -> tuple[Tensor, Tensor]:
+    """(Σ w·e, Σ w) over all elements, in float32 even under autocast.
+
+    Split in two so that data-parallel training can normalise a masked mean by the weight of the
+    global batch rather than each rank's share.
+    """
+    pred = pred.float()
+    target = target.float()
+    if weight is None:
+        err = elementwise(pred, target, kind)
+        return err.sum(), torch.tensor(float(err.numel()), device=err.device)
+    weight = weight.float().expand_as(pred)
+    # Uncovered targets are replaced by the (detached) prediction: zero error, zero gradient.
+    target = torch.where(weight > 0, target, pred.detach())
+    err = elementwise(pred, target, kind)
+    return (weight * err).sum(), weight.sum()
+
+
+def sequence_loss(
+    pred: Tensor,
+    target: Tensor,
+    weight: Tensor | None = None,
+    kind: str = "l2",
+    reduction: str = "mean",
+) -> Tensor:
+    """The training loss of one (local) batch: `kind` in l2/l1/l1+l2, `reduction` mean/sum."""
+    total, count = loss_terms(pred, target, weight, kind)
+    if reduction == "sum":
+        return total
+    if reduction == "mean":
+        return total / count.clamp_min(1e-12)
+    raise ValueError(f"unknown reduction {reduction!r}; choose one of {', '.join(REDUCTIONS)}")
+
+
+def rollout_targets(
+    inputs: Tensor, targets: Tensor, coverage: Tensor | None
+) -> tuple[Tensor, Tensor | None]:
+    """What `model.rollout` outputs are compared with: frames 2..T, and their coverage."""
+    frames = torch.cat([inputs, targets], dim=1)
+    return frames[:, 1:], None if coverage is None else coverage[:, 1:]

@@ -1,0 +1,117 @@
+"""Validation during training: plain rollouts (no scheduled sampling), errors per lead time.
+
+Metrics, on the forecast frames only, in the model's (transformed) units, masked by coverage:
+
+- `mse`, `mae`: per-frame sums of squared / absolute errors over the pixels (and channels) of a
+  frame, averaged over sequences: the convention of the Moving MNIST papers' tables.
+- `mse_pixel`, `mae_pixel`: the same errors averaged over valid pixels.
+- `*_per_lead`: one value per forecast step; the plain names are their means over lead times.
+- `loss`: the training loss (same kind and reduction) on every next-frame output; `sum` is
+  expressed per global batch of `batch_size` sequences, so it reads like the training loss.
+
+Under data parallelism each rank scores a share of the split and the sums are all-reduced, so
+every rank gets the same numbers (and so takes the same early-stopping decision).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from stforecast.training.distributed import Context
+from stforecast.training.losses import loss_terms, rollout_targets
+
+
+def _batches(indices: list[int], size: int) -> list[list[int]]:
+    return [indices[i : i + size] for i in range(0, len(indices), size)]
+
+
+@torch.no_grad()
+def validate(
+    net: torch.nn.Module,
+    dataset: Dataset,
+    *,
+    batch_size: int,
+    output_frames: int,
+    loss: str,
+    reduction: str,
+    device: torch.device,
+    ctx: Context | None = None,
+    max_batches: int | None = None,
+    num_workers: int = 0,
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+) -> dict[str, Any] | None:
+    """Score `net` on `dataset`; `None` if the split holds no sequence."""
+    ctx = ctx or Context()
+    n = len(dataset)  # type: ignore[arg-type]
+    if max_batches is not None:
+        n = min(n, max_batches * batch_size)
+    mine = list(range(ctx.rank, n, ctx.world_size))
+    local = max(batch_size // ctx.world_size, 1)
+    t_out = output_frames
+    # l2 sum, l1 sum, weight sum, sequences, then per lead: squared, absolute, weight
+    sums = torch.zeros(4 + 3 * t_out, dtype=torch.float64)
+    was_training = net.training
+    net.eval()
+    try:
+        if mine:
+            loader = DataLoader(
+                dataset,
+                batch_sampler=_batches(mine, local),
+                num_workers=num_workers,
+                pin_memory=device.type == "cuda",
+            )
+            for batch in loader:
+                inputs = batch["inputs"].to(device, non_blocking=True)
+                targets = batch["targets"].to(device, non_blocking=True)
+                coverage = batch.get("coverage")
+                if coverage is not None:
+                    coverage = coverage.to(device, non_blocking=True)
+                with autocast():
+                    out = net.rollout(inputs, t_out)
+                out = out.float()
+                ref, weight = rollout_targets(inputs, targets, coverage)
+                l2, wsum = loss_terms(out, ref, weight, "l2")
+                l1, _ = loss_terms(out, ref, weight, "l1")
+                pred = out[:, -t_out:]
+                w = (
+                    torch.ones_like(pred)
+                    if coverage is None
+                    else coverage[:, -t_out:].float().expand_as(pred)
+                )
+                err = torch.where(w > 0, pred - targets.float(), torch.zeros_like(pred))
+                dims = (0, 2, 3, 4)
+                sequences = torch.tensor(float(len(inputs)), device=device)
+                row = torch.cat(
+                    [
+                        torch.stack([l2, l1, wsum, sequences]),
+                        (w * err.square()).sum(dims),
+                        (w * err.abs()).sum(dims),
+                        w.sum(dims),
+                    ]
+                )
+                sums += row.detach().to("cpu", torch.float64)
+    finally:
+        net.train(was_training)
+    if ctx.distributed:
+        comm = sums.to(device) if device.type == "cuda" else sums
+        sums = ctx.sum(comm).cpu()
+    l2, l1, wsum, count = (float(v) for v in sums[:4])
+    if count == 0:
+        return None
+    sq, ab, cnt = sums[4:].view(3, t_out)
+    cnt = cnt.clamp_min(1e-12)
+    terms = {"l2": l2, "l1": l1, "l1+l2": l1 + l2}[loss]
+    value = terms / max(wsum, 1e-12) if reduction == "mean" else terms * batch_size / count
+    per_lead = {
+        "mse_per_lead": (sq / count).tolist(),
+        "mae_per_lead": (ab / count).tolist(),
+        "mse_pixel_per_lead": (sq / cnt).tolist(),
+        "mae_pixel_per_lead": (ab / cnt).tolist(),
+    }
+    means = {k.removesuffix("_per_lead"): sum(v) / len(v) for k, v in per_lead.items()}
+    return {"loss": value, **means, **per_lead, "sequences": int(count)}
