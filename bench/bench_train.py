@@ -41,6 +41,7 @@ def run_one(case: str, steps: int, overrides: list[str]) -> dict:
         f"train.val_every={10 * steps}",
         f"train.checkpoint_every={10 * steps}",
         "train.tensorboard=false",
+        "train.val_batches=1",
         "train.sampling_steps=1000000",
     ]
     with tempfile.TemporaryDirectory() as tmp:

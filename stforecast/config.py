@@ -168,9 +168,26 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
+def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
+    """Make `[data]` paths absolute against `base` (absolute ones stay as they are)."""
+    data = raw.get("data")
+    if not isinstance(data, dict):
+        return
+    if isinstance(data.get("sources"), list):
+        data["sources"] = [
+            str(base / s) if isinstance(s, str) and not Path(s).is_absolute() else s
+            for s in data["sources"]
+        ]
+    for key in ("store", "moving_mnist"):
+        if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
+            data[key] = str(base / data[key])
+
+
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Read a recipe TOML, apply overrides, check the section names; returns the raw dict with
-    source paths resolved against the recipe's directory."""
+    """Read a recipe TOML, apply overrides, check the section names; returns the raw dict.
+
+    Paths written in the recipe are relative to the recipe's directory; paths given with `--set`
+    are relative to the current directory, as anything typed on a command line."""
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text())
@@ -178,21 +195,14 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> dict[st
         raise ConfigError(f"recipe {path} does not exist") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: not valid TOML: {err}") from None
+    _resolve_paths(raw, path.resolve().parent)
     raw = apply_overrides(raw, overrides or [])
+    _resolve_paths(raw, Path.cwd())
     unknown = sorted(set(raw) - set(SECTIONS))
     if unknown:
         raise ConfigError(
             f"{path}: unknown section(s) {', '.join(unknown)}; valid: {', '.join(SECTIONS)}"
         )
-    data = raw.get("data", {})
-    base = path.resolve().parent
-    if isinstance(data, dict):
-        for key in ("sources",):
-            if isinstance(data.get(key), list):
-                data[key] = [str(base / s) if not Path(s).is_absolute() else s for s in data[key]]
-        for key in ("store", "moving_mnist"):
-            if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
-                data[key] = str(base / data[key])
     raw["__file__"] = str(path)
     return raw
 
