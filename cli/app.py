@@ -46,4 +46,23 @@ app.add_typer(synthetic, name="synthetic")
 
 
 def main() -> None:
-    app()
+    """Run the app; command-line usage errors (a bad flag value, a missing argument) are one line
+    `error: ...` with exit code 2, like every other error, instead of Click's usage box."""
+    import sys
+
+    try:
+        code = app(standalone_mode=False)
+    except Exception as err:  # Click's exceptions, whether Typer vendors Click or not
+        kind = type(err).__name__
+        if kind == "NoArgsIsHelpError":
+            err.show()  # `stforecast` alone prints the help
+            code = err.exit_code
+        elif kind == "Abort":
+            sys.stderr.write("error: interrupted\n")
+            code = 130
+        elif hasattr(err, "format_message") and hasattr(err, "exit_code"):
+            sys.stderr.write(f"error: {err.format_message()}\n")
+            code = err.exit_code
+        else:
+            raise
+    sys.exit(code if isinstance(code, int) else 0)

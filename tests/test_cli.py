@@ -62,6 +62,9 @@ def test_models_options_build_the_ablations():
         (["models", "cms_lstm", "-o", "colour=red"], "unknown model option"),
         (["models", "cms_lstm", "-o", "se_scales"], "--option takes key=value"),
         (["models", "cms_lstm", "--frame-size", "30"], "not divisible"),
+        (["models", "--frame-size", "abc"], "Invalid value for '--frame-size'"),
+        (["bogus"], "No such command 'bogus'"),
+        (["prepare"], "Missing argument"),
     ],
 )
 def test_bad_options_exit_2_with_one_line(args, message):
