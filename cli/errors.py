@@ -8,9 +8,9 @@ from contextlib import contextmanager
 
 import typer
 
-# Exit codes (see docs/cli.md). 2 is also what Typer/Click use for command-line usage errors.
-EXIT_USAGE = 2  # bad option, unknown model, invalid recipe field
-EXIT_INPUT = 3  # unreadable, missing or inconsistent input data
+# Exit codes (docs/prepare.md): 2 for usage and configuration errors, as Typer/Click use it;
+# the engine's errors carry their own (`StforecastError.exit_code`: 2 configuration, 3 input data).
+EXIT_USAGE = 2
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:

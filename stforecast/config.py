@@ -34,7 +34,7 @@ class _Strict(BaseModel):
 TimeRange = tuple[dt.datetime, dt.datetime]
 
 
-def _utc(t: dt.datetime) -> dt.datetime:
+def as_utc(t: dt.datetime) -> dt.datetime:
     """Naive times are UTC; aware ones are converted, so the two can be compared."""
     return t.astimezone(dt.timezone.utc).replace(tzinfo=None) if t.tzinfo else t
 
@@ -56,7 +56,7 @@ class SplitConfig(_Strict):
     def _check(self) -> SplitConfig:
         if abs(sum(self.fractions) - 1.0) > 1e-6:
             raise ValueError(f"fractions must add up to 1, got {sum(self.fractions):g}")
-        ranges = [(n, tuple(map(_utc, r))) for n, r in self.ranges().items() if r is not None]
+        ranges = [(n, tuple(map(as_utc, r))) for n, r in self.ranges().items() if r is not None]
         if ranges and self.train is None:
             raise ValueError("time ranges need at least `train`")
         for name, (start, end) in ranges:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from stforecast.config import as_utc
 from stforecast.errors import InputError
 
 SPLITS = ("train", "validation", "test")
@@ -30,9 +31,7 @@ def iso_duration(seconds: int) -> str:
 
 def to_datetime64(value: dt.datetime) -> np.datetime64:
     """A recipe time (naive = UTC, or aware) as a naive UTC numpy datetime."""
-    if value.tzinfo is not None:
-        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
-    return np.datetime64(value, "ns")
+    return np.datetime64(as_utc(value), "ns")
 
 
 def fmt(t: np.datetime64) -> str:
