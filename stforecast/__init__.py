@@ -8,13 +8,22 @@ from typing import Any
 
 from stforecast._version import __version__
 
-__all__ = ["__version__", "load_model"]
+__all__ = ["__version__", "forecast", "load_model", "open_frames"]
 
 
 def __getattr__(name: str) -> Any:
-    """`stforecast.load_model` without importing torch at `import stforecast`."""
+    """`stforecast.load_model`, `stforecast.forecast`, `stforecast.open_frames` without
+    importing torch or xarray at `import stforecast`."""
     if name == "load_model":
         from stforecast.training import load_model
 
         return load_model
+    if name == "forecast":
+        from stforecast.operational import forecast
+
+        return forecast
+    if name == "open_frames":
+        from stforecast.io import open_frames
+
+        return open_frames
     raise AttributeError(f"module 'stforecast' has no attribute {name!r}")

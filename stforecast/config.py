@@ -276,11 +276,55 @@ class TrainConfig(_Strict):
 
 
 class EvaluateConfig(_Strict):
-    """`[evaluate]`: scored by `stforecast evaluate` (fields arrive with that command)."""
+    """`[evaluate]`: how `stforecast evaluate` scores the model and the baselines."""
+
+    baselines: list[str] = Field(
+        default_factory=lambda: ["persistence", "extrapolation"],
+        description="baselines scored by the same code (`stforecast.evaluation.baselines`)",
+    )
+    thresholds: list[float] = Field(
+        default_factory=lambda: [0.1, 1.0, 5.0],
+        description="event thresholds for CSI/POD/FAR/ETS and FSS, in data units",
+    )
+    scales: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: [1, 4, 16], description="FSS neighbourhood sizes (pixels)"
+    )
+    data_range: Annotated[float, Field(gt=0)] | None = Field(
+        None,
+        description="value range for PSNR and SSIM (default: the test truth's observed range)",
+    )
+    clip: tuple[float | None, float | None] | None = Field(
+        None,
+        description="clip forecasts to [low, high] before scoring (default: [0, none] for "
+        "precipitation units, none otherwise)",
+    )
+    samples: Annotated[int, Field(ge=0)] = Field(
+        3, description="sample panels (inputs, truth, forecasts, error) in the report"
+    )
+    batch_size: Annotated[int, Field(ge=1)] = Field(8, description="sequences per model call")
+    max_sequences: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="score at most this many test sequences (default: all)"
+    )
 
 
 class ForecastConfig(_Strict):
-    """`[forecast]`: used by `stforecast forecast` (fields arrive with that command)."""
+    """`[forecast]`: defaults for `stforecast forecast` with a model trained on this recipe."""
+
+    hours: Annotated[float, Field(gt=0)] | None = Field(
+        None, description="lead time to forecast (default: the model's output length)"
+    )
+    format: Literal["netcdf", "geotiff"] = "netcdf"
+    institution: str = Field("", description="written to the output's `institution` attribute")
+    title: str | None = Field(None, description="output title (default: generated)")
+    allow_missing_frames: Annotated[int, Field(ge=0)] = Field(
+        0,
+        description="input frames that may be missing from the last T_in steps; they are "
+        "filled by linear interpolation in time (0: a missing frame is an error, exit 3)",
+    )
+    tile_overlap: Annotated[float, Field(ge=0, lt=1)] = Field(
+        0.5, description="overlap of neighbouring tiles, as a fraction of the tile size"
+    )
+    tile_batch: Annotated[int, Field(ge=1)] = Field(16, description="tiles per model call")
 
 
 class Recipe(_Strict):

@@ -23,3 +23,19 @@ class InputError(StforecastError):
     """Input data missing, unreadable or inconsistent: paths, files, variables, grids, times (3)."""
 
     exit_code = 3
+
+
+class MissingVariableError(InputError):
+    """A requested variable is in none of the sources (exit 3)."""
+
+
+class ModelMismatchError(StforecastError):
+    """The input does not fit the model card: grid, CRS, units, variable or time step (exit 4)."""
+
+    exit_code = 4
+
+
+class LockHeldError(StforecastError):
+    """Another forecast for the same output is running (exit 5)."""
+
+    exit_code = 5

@@ -194,14 +194,9 @@ def _write(cfg, da, line, split_ids, transform, tmp: Path, report: Progress) -> 
     fills = _fill_values(cfg, params, transform)
     for i in range(0, n, chunk):
         j = min(i + chunk, n)
-        block = frames[i:j]
-        for c in range(n_ch):
-            x = block[:, c]
-            missing = ~np.isfinite(x)
-            y = np.asarray(transform.forward(x, params[c]), dtype=np.float32)
-            y[missing] = fills["normalised"][c]
-            block[:, c] = y
-        frames[i:j] = block
+        frames[i:j] = transforms.normalise_frames(
+            frames[i:j], transform, params, fills["normalised"]
+        )
         report("normalising", j, n)
     return {"params": params, "fills": fills, "valid_counts": valid_counts}
 

@@ -455,3 +455,24 @@ def from_dict(d: dict[str, Any]) -> tuple[Transform, Params]:
 
 for _cls in (NoneTransform, Log1p, MinMax, ZScore, DBR):
     register(_cls.name, _cls)
+
+
+def normalise_frames(
+    block: np.ndarray, transform: Transform, params: list[Params], fill: list[float]
+) -> np.ndarray:
+    """Physical frames `(N, C, H, W)` -> what the network sees: each channel through the
+    transform with its own parameters, missing values (NaN) set to that channel's normalised
+    fill value. The one code path of `prepare` (the store) and `forecast` (new frames)."""
+    out = np.empty(block.shape, dtype=np.float32)
+    for c in range(block.shape[1]):
+        x = block[:, c]
+        y = np.asarray(transform.forward(x, params[c]), dtype=np.float32)
+        y[~np.isfinite(x)] = fill[c]
+        out[:, c] = y
+    return out
+
+
+def denormalise_frames(block: Any, transform: Transform, params: list[Params]) -> Any:
+    """Network outputs `(..., C, H, W)` (numpy or torch) -> physical values, channel by channel."""
+    channels = [transform.inverse(block[..., c, :, :], params[c]) for c in range(block.shape[-3])]
+    return _xp(block).stack(channels, -3)

@@ -16,7 +16,7 @@ import numpy as np
 import xarray as xr
 from dask.base import tokenize
 
-from stforecast.errors import ConfigError, InputError
+from stforecast.errors import ConfigError, InputError, MissingVariableError
 from stforecast.io import geotiff, netcdf
 from stforecast.io import sources as sources_mod
 from stforecast.io import times as t
@@ -52,7 +52,8 @@ def open_frames(
     Only headers are read here; values are read per time step when computed. Values are float32
     with packing applied and missing values as NaN. Attributes: `units`, `long_name`,
     `standard_name`, `crs_wkt`, `transform`, `time_step`, `sources`, `source_variable` (and
-    `channel_units`, `channel_long_names` with channels). Raises `InputError` on bad input.
+    `channel_units`, `channel_long_names` with channels). The `source` coordinate along time
+    names each frame's file(s). Raises `InputError` on bad input.
     """
     names, channels = _requested(variable)
     if time_pattern is not None:
@@ -85,8 +86,11 @@ def open_frames(
         meta=np.empty((0,) * stack.ndim, dtype=np.float32),
     )
     times = columns[0].times
+    files = [";".join(dict.fromkeys(str(ref.path) for ref in row)) for row in rows]
     coords: dict[str, tuple] = {
         "time": ("time", times),
+        # which file(s) each frame comes from, kept with the frame: forecasts record their inputs
+        "source": ("time", np.array(files, dtype=object)),
         "y": ("y", grid.y, dict(grid.y_attrs)),
         "x": ("x", grid.x, dict(grid.x_attrs)),
     }
@@ -145,11 +149,11 @@ def _check_present(scanned: list[ScannedFile], names: list[str]) -> None:
                 f"{available}"
             )
         missing = repr(names[0]) if len(names) == 1 else f"among {', '.join(names)}"
-        raise InputError(f"{f.path}: no variable {missing}; available: {available}")
+        raise MissingVariableError(f"{f.path}: no variable {missing}; available: {available}")
     for name in names:
         if not any(name in f.variables for f in scanned):
             available = list(dict.fromkeys(n for f in scanned for n in f.candidates))
-            raise InputError(
+            raise MissingVariableError(
                 f"variable {name!r} is in none of the sources; available: {', '.join(available)}"
             )
 

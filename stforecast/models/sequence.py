@@ -8,6 +8,7 @@ input for as many steps as asked, beyond the training horizon too. States start 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -93,6 +94,21 @@ class SequenceModel(nn.Module):
             pred = self.step(x, state)
             outputs.append(pred)
         return unpatchify(torch.stack(outputs, dim=1), p)
+
+    def stream(self, frames: Tensor, steps: int) -> Iterator[Tensor]:
+        """The forecast one lead time at a time, `(B, C, H, W)` each: `forward` without holding
+        every lead in memory (operational forecasts write each lead as it comes)."""
+        self._check_input(frames, steps)
+        B, T, _, H, W = frames.shape
+        p = self.patch_size
+        x_obs = patchify(frames, p)
+        state = self.zero_state(B, H // p, W // p, frames)
+        for t in range(T):
+            pred = self.step(x_obs[:, t], state)
+        for k in range(steps):
+            yield unpatchify(pred[:, None], p)[:, 0]
+            if k + 1 < steps:
+                pred = self.step(pred, state)
 
     def step(self, x: Tensor, state: list) -> Tensor:
         """One time step on the latent grid; updates `state` in place and returns the output."""

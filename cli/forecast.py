@@ -1,0 +1,135 @@
+"""`stforecast forecast`: the newest frames + a trained run -> a forecast file, for cron.
+
+Exit codes (docs/operations.md): 0 written, 1 internal error, 2 usage, 3 input data, 4 input does
+not fit the model, 5 another forecast holds the output's lock. Failures print one line on stderr
+(`--debug` adds the traceback); `--log-json` prints one JSON object per stage on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from stforecast.cli.errors import fail
+
+
+def _process_age() -> float | None:
+    """Seconds since this process started (Linux), so the log can report start-up time."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(uptime - start_ticks / os.sysconf("SC_CLK_TCK"), 0.0)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def forecast(
+    sources: Annotated[
+        list[str], typer.Argument(help="NetCDF/GeoTIFF files, directories or globs.")
+    ],
+    hours: Annotated[
+        float | None,
+        typer.Option(help="Lead time in hours (converted with the model's time step)."),
+    ] = None,
+    steps: Annotated[int | None, typer.Option(help="Lead times, instead of --hours.")] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            "--model", "-m", envvar="STFORECAST_MODEL", help="Run directory ($STFORECAST_MODEL)."
+        ),
+    ] = None,
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", "-o", help="Output file, or a directory for a name made from the forecast."
+        ),
+    ] = Path("."),
+    format_: Annotated[
+        str | None,
+        typer.Option("--format", help="netcdf (CF-1.10) or geotiff (default: the recipe's)."),
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    log_json: Annotated[
+        bool, typer.Option("--log-json", help="One JSON object per stage on stdout.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option(help="Print nothing on success.")] = False,
+    debug: Annotated[bool, typer.Option(help="Show the traceback of a failure.")] = False,
+) -> None:
+    """Forecast from the newest frames of SOURCE with a trained run; atomic, locked, for cron.
+
+    Example: stforecast forecast /data/radar/ --hours 4 --model runs/radar_nowcast --out
+    /data/nowcasts/
+    """
+    started = time.perf_counter()
+    age = _process_age()
+
+    def emit(event: dict[str, Any]) -> None:
+        if log_json:  # the human log is the final summary line (or the one error line)
+            sys.stdout.write(json.dumps(event, default=str) + "\n")
+            sys.stdout.flush()
+
+    if model is None:
+        raise _error(emit, "no model: pass --model RUN_DIR or set STFORECAST_MODEL", 2, debug, None)
+    if age is not None:
+        emit({"stage": "start-up", "duration_s": age})
+    try:
+        t_import = time.perf_counter()
+        from stforecast.operational import forecast_to_file
+
+        emit({"stage": "import", "duration_s": time.perf_counter() - t_import})
+        summary = forecast_to_file(
+            sources,
+            model,
+            out,
+            fmt_name=format_,
+            steps=steps,
+            hours=hours,
+            device=device,
+            log=emit,
+        )
+    except BaseException as err:  # every failure: one line and its exit code
+        raise _failure(emit, err, debug) from None
+    summary["timings_s"]["start_up"] = age
+    summary["timings_s"]["import"] = time.perf_counter() - t_import - summary["timings_s"]["total"]
+    summary["timings_s"]["process"] = (age or 0.0) + time.perf_counter() - started
+    if log_json:
+        emit(summary)
+    elif not quiet:
+        t = summary["timings_s"]
+        sys.stderr.write(
+            f"{summary['steps']} leads from {summary['reference_time']} in "
+            f"{t['process']:.2f} s (model {t['model']:.2f} s), peak {summary['peak_mb']:.0f} MB\n"
+        )
+        sys.stdout.write(summary["output_file"] + "\n")
+
+
+def _failure(emit, err: BaseException, debug: bool) -> typer.Exit:
+    from stforecast.errors import StforecastError
+
+    if isinstance(err, StforecastError):
+        return _error(emit, str(err), err.exit_code, debug, err)
+    if isinstance(err, KeyboardInterrupt):
+        return _error(emit, "interrupted", 130, debug, err)
+    if isinstance(err, (typer.Exit, SystemExit)):
+        raise err
+    if isinstance(err, ValueError):
+        return _error(emit, str(err), 2, debug, err)
+    message = f"internal error: {type(err).__name__}: {err} (a bug; rerun with --debug)"
+    return _error(emit, message, 1, True if debug else None, err)
+
+
+def _error(emit, message: str, code: int, debug: bool | None, err: BaseException | None):
+    event: dict[str, Any] = {"stage": "error", "exit_code": code, "error": message}
+    if err is not None and (debug or code == 1):
+        event["traceback"] = "".join(traceback.format_exception(err))
+    emit(event)
+    if debug and err is not None:
+        traceback.print_exception(err, file=sys.stderr)
+    return fail(message, code)

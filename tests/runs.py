@@ -1,0 +1,69 @@
+"""Tiny trained runs made through the real path (synthetic archive -> prepare -> train), shared by
+the forecast, export and evaluate tests. Each is built once per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from stforecast.config import Recipe, data_config
+from stforecast.data.prepare import prepare
+from stforecast.data.synthetic import write_rain_cells
+from stforecast.training import train
+from stforecast.training.data import build_datasets
+
+
+def make_run(
+    root: Path,
+    *,
+    model: str = "convlstm",
+    options: dict[str, Any] | None = None,
+    size: int = 32,
+    frames: int = 72,
+    crop: int | None = None,
+    coverage_radius_km: float | None = 14.0,
+    steps: int = 6,
+) -> dict[str, Path]:
+    """Archive `root/rain.nc` (size x size, 10 min, km grid), store `root/prepared`, run `root/run`.
+
+    `crop` trains on random crops, so the model's native frame is smaller than the card's grid
+    (forecasts are tiled); `options` e.g. `{"norm": "channel", "window": 4}` make it size-free.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    archive = write_rain_cells(
+        root / "rain.nc", frames=frames, size=size, seed=3, coverage_radius_km=coverage_radius_km
+    )
+    store = root / "prepared"
+    cfg = data_config(
+        sources=[str(archive)],
+        transform="log1p",
+        input_frames=4,
+        output_frames=3,
+        split={"fractions": [0.6, 0.2, 0.2]},
+    )
+    prepare(cfg, store)
+    recipe = Recipe.model_validate(
+        {
+            "data": {"store": str(store), "input_frames": 4, "output_frames": 3},
+            "model": {
+                "name": model,
+                "patch_size": 2,
+                "hidden_channels": [8, 8],
+                "kernel_size": 3,
+                "options": options or {},
+            },
+            "train": {
+                "batch_size": 2,
+                "max_steps": steps,
+                "val_every": steps,
+                "val_batches": 2,
+                "checkpoint_every": steps,
+                "crop": crop,
+                "device": "cpu",
+                "tensorboard": False,
+            },
+        }
+    )
+    run = root / "run"
+    train(recipe, run, data=build_datasets(recipe, cache_dir=root / "cache"))
+    return {"archive": archive, "store": store, "run": run}

@@ -1,0 +1,316 @@
+"""`stforecast.forecast` and `stforecast forecast`: values, layout, tiling, and each failure class
+of the operational contract (exit code, one line, nothing written)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+import xarray as xr
+from typer.testing import CliRunner
+
+import stforecast
+from runs import make_run
+from stforecast import models
+from stforecast.cli.app import app
+from stforecast.data.synthetic import rain_cells
+from stforecast.errors import InputError, ModelMismatchError
+from stforecast.io import open_frames
+from stforecast.operational import load_run, plan, predict, tile_starts, tile_weights
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory):
+    return make_run(tmp_path_factory.mktemp("plain"))
+
+
+@pytest.fixture(scope="module")
+def cropped(tmp_path_factory):
+    """Trained on 16 x 16 crops of the 32 x 32 grid: forecasts are tiled."""
+    return make_run(tmp_path_factory.mktemp("cropped"), crop=16)
+
+
+def cli(*args: str, env: dict | None = None):
+    result = CliRunner().invoke(app, list(args), env=env)
+    return result
+
+
+def frames_of(path: Path) -> xr.DataArray:
+    return open_frames([str(path)], variable="rainrate")
+
+
+# ------------------------------------------------------------------------------ values
+
+
+def test_forecast_equals_the_model_on_transformed_inputs(plain):
+    run = load_run(plain["run"], device="cpu")
+    da = frames_of(plain["archive"])
+    ds = stforecast.forecast(da, run, steps=5)  # past the 3-frame training horizon
+    # independent path: log1p by hand, the network's forward, expm1 by hand (the transform
+    # clips at 0 both ways: rain is never negative)
+    x = np.asarray(da.values[-4:], np.float32)
+    filled = np.where(np.isfinite(x), np.log1p(np.clip(np.nan_to_num(x), 0, None)), 0.0)
+    with torch.no_grad():
+        y = run.net(torch.from_numpy(filled[None, :, None].astype(np.float32)), 5)[0, :, 0]
+    expected = np.expm1(np.clip(y.numpy(), 0, None))
+    expected[:, ~np.isfinite(x[-1])] = np.nan
+    got = ds["rainrate"].values
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert np.isnan(got).any() and np.isfinite(got).any()  # the radar's range is kept
+
+
+def test_forecast_layout(plain):
+    da = frames_of(plain["archive"])
+    ds = stforecast.forecast(da, str(plain["run"]), hours=1, device="cpu")
+    ref = da["time"].values[-1]
+    assert ds.sizes == {"time": 6, "y": 32, "x": 32}
+    assert ds["forecast_reference_time"].values == ref
+    np.testing.assert_array_equal(
+        ds["time"].values, ref + np.arange(1, 7) * np.timedelta64(10, "m")
+    )
+    assert (ds["forecast_period"].values / np.timedelta64(1, "m")).tolist() == [
+        10,
+        20,
+        30,
+        40,
+        50,
+        60,
+    ]
+    np.testing.assert_array_equal(ds["x"].values, da["x"].values)
+    np.testing.assert_array_equal(ds["y"].values, da["y"].values)
+    var = ds["rainrate"]
+    assert var.attrs["units"] == "mm h-1" and var.attrs["grid_mapping"] == "crs"
+    assert "crs_wkt" in ds["crs"].attrs and ds.attrs["Conventions"].startswith("CF-1.10")
+    prov = json.loads(ds.attrs["provenance"])
+    card = json.loads((plain["run"] / "model.json").read_text())
+    assert prov["model"]["weights_sha256"] == card["weights"]["sha256"]
+    assert [len(i["valid_times"]) for i in prov["inputs"]] == [4]
+    assert len(prov["inputs"][0]["sha256"]) == 64 and prov["recipe_sha256"]
+
+
+def test_hours_must_be_whole_steps(plain):
+    da = frames_of(plain["archive"])
+    with pytest.raises(ValueError, match="whole number"):
+        stforecast.forecast(da, str(plain["run"]), hours=0.25, device="cpu")
+
+
+def test_missing_frames_within_tolerance_are_interpolated(plain):
+    from stforecast.config import ForecastConfig
+
+    da = frames_of(plain["archive"])
+    gap = da.isel(time=[i for i in range(da.sizes["time"]) if i != da.sizes["time"] - 3])
+    with pytest.raises(InputError, match="no frame at"):
+        stforecast.forecast(gap, str(plain["run"]), steps=2, device="cpu")
+    p = plan(gap, str(plain["run"]), steps=2, device="cpu",
+             options=ForecastConfig(allow_missing_frames=1))  # fmt: skip
+    assert p.info["filled_frames"] == 1
+    assert all(np.isfinite(lead["rainrate"]).any() for lead in p.leads)
+
+
+# ------------------------------------------------------------------------------ tiles
+
+
+def test_tile_layout_covers_the_grid_with_positive_weights():
+    for size, tile in ((32, 16), (100, 16), (17, 16), (16, 16)):
+        starts = tile_starts(size, tile, 0.5)
+        assert starts[0] == 0 and starts[-1] == size - tile
+        assert all(b - a <= tile // 2 for a, b in itertools.pairwise(starts))
+    rows, cols = tile_starts(40, 16, 0.5), tile_starts(24, 16, 0.5)
+    total = np.zeros((40, 24))
+    for r, c, w in tile_weights((40, 24), (16, 16), rows, cols):
+        assert w.min() > 0
+        total[r : r + 16, c : c + 16] += w
+    assert total.min() > 0.05
+
+
+def test_tiled_forecast_of_a_cropped_model(cropped):
+    run = load_run(cropped["run"], device="cpu")
+    assert tuple(run.net.frame_size) == (16, 16)
+    p = plan(frames_of(cropped["archive"]), run, steps=3)
+    assert p.info["tiles"] == [16, 16]
+    leads = list(p.leads)
+    assert leads[0]["rainrate"].shape == (32, 32)
+
+
+def test_tiles_have_no_seams_on_a_size_free_model():
+    """Blending overlapping tiles of a size-free model reproduces the untiled field, up to what
+    the zero padding at tile edges reaches through the recurrent receptive field; no seams."""
+    torch.manual_seed(0)
+    net = models.build(
+        "convlstm", in_channels=1, frame_size=(16, 16), patch_size=2, hidden_channels=[8],
+        kernel_size=3, norm="channel",
+    ).eval()  # fmt: skip
+    assert net.size_free
+    yy, xx = np.mgrid[0:96, 0:96] / 48.0
+    x = np.stack([np.sin(3 * xx + t / 4) * np.cos(2 * yy) for t in range(2)])[:, None]
+    x = x.astype(np.float32)
+    whole = np.stack(list(predict(net, x, 2)))
+    tiled = np.stack(list(predict(net, x, 2, tile=(32, 32), overlap=0.5)))
+    scale = np.abs(whole).max()
+    diff = np.abs(whole - tiled)
+    assert diff.max() < 0.02 * scale and diff.mean() < 1e-3 * scale
+    # no seams: the tiled field's gradient across tile borders matches the untiled one
+    for axis in (-1, -2):
+        jump = np.abs(np.diff(tiled, axis=axis) - np.diff(whole, axis=axis))
+        assert jump.max() < 0.02 * scale
+
+
+# ------------------------------------------------------------------------------ the command
+
+
+def test_cli_netcdf_is_idempotent(plain, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    args = ["forecast", str(plain["archive"]), "--hours", "1", "--model", str(plain["run"])]
+    first = cli(*args, "--out", f"{out}/", "--quiet")
+    assert first.exit_code == 0, first.output
+    files = sorted(out.iterdir())
+    assert [f.name for f in files] == ["rainrate_convlstm_20240101T1150Z_PT1H.nc"]
+    a = xr.load_dataset(files[0])
+    second = cli(*args, "--out", f"{out}/", "--log-json")
+    assert second.exit_code == 0
+    events = [json.loads(line) for line in second.stdout.splitlines()]
+    assert events[-1]["stage"] == "written" and events[-1]["output_file"] == str(files[0])
+    assert {"read", "load model"} <= {e["stage"] for e in events}
+    b = xr.load_dataset(files[0])
+    np.testing.assert_array_equal(a["rainrate"].values, b["rainrate"].values)
+    period = a["forecast_period"]
+    assert period.attrs["units"] == "s" and period.values.tolist() == list(range(600, 3601, 600))
+    assert sorted(p.name for p in out.iterdir()) == [files[0].name]  # no temp or lock leftovers
+
+
+def test_cli_geotiff_and_model_from_environment(plain, tmp_path):
+    out = tmp_path / "f.tif"
+    env = {"STFORECAST_MODEL": str(plain["run"])}
+    res = cli("forecast", str(plain["archive"]), "--steps", "4", "--format", "geotiff",
+              "--out", str(out), env=env)  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert res.stdout.strip() == str(out)
+    with rasterio.open(out) as src:
+        assert src.count == 4
+        assert src.descriptions[0] == "+PT10M"
+        assert src.tags(1)["forecast_reference_time"].startswith("2024-01-01T11:50")
+
+
+def _write(ds: xr.Dataset, path: Path) -> Path:
+    ds.to_netcdf(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(tmp_path_factory, plain):
+    """One input per failure class, each otherwise like the training archive."""
+    root = tmp_path_factory.mktemp("bad")
+    good = xr.load_dataset(plain["archive"])
+    last = good.isel(time=slice(-8, None))
+    corrupt = root / "corrupt.nc"
+    corrupt.write_bytes(b"CDF\x01" + os.urandom(300))
+    wrong_units = last.copy()
+    wrong_units["rainrate"].attrs["units"] = "K"
+    five_min = rain_cells(frames=12, size=32, step_minutes=5, seed=3, coverage_radius_km=14.0)
+    coarse = rain_cells(frames=8, size=16, spacing_m=2000.0, seed=3)
+    shifted_crs = last.copy()
+    shifted_crs["crs"].attrs = {"grid_mapping_name": "latitude_longitude"}
+    shifted_crs["crs"].attrs["crs_wkt"] = __import__("pyproj").CRS("EPSG:4326").to_wkt()
+    return {
+        "missing": (root / "nope.nc", 3),
+        "corrupt": (corrupt, 3),
+        "too few frames": (_write(last.isel(time=slice(-2, None)), root / "few.nc"), 3),
+        "gap": (_write(last.isel(time=[0, 1, 2, 3, 5, 6, 7]), root / "gap.nc"), 3),
+        "all missing": (_write(last.where(last.time != last.time[-1]), root / "nan.nc"), 3),
+        "wrong grid": (_write(coarse, root / "coarse.nc"), 4),
+        "wrong crs": (_write(shifted_crs, root / "crs.nc"), 4),
+        "wrong time step": (_write(five_min, root / "5min.nc"), 4),
+        "wrong units": (_write(wrong_units, root / "units.nc"), 4),
+        "wrong variable": (_write(last.rename(rainrate="snow"), root / "var.nc"), 4),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing",
+        "corrupt",
+        "too few frames",
+        "gap",
+        "all missing",
+        "wrong grid",
+        "wrong crs",
+        "wrong time step",
+        "wrong units",
+        "wrong variable",
+    ],
+)
+def test_cli_failure_classes_write_nothing(case, bad_inputs, plain, tmp_path):
+    source, code = bad_inputs[case]
+    previous = tmp_path / "f.nc"
+    previous.write_bytes(b"previous forecast")
+    res = cli("forecast", str(source), "--steps", "2", "--model", str(plain["run"]),
+              "--out", str(previous))  # fmt: skip
+    assert res.exit_code == code, (case, res.output)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    assert "Traceback" not in res.output
+    assert previous.read_bytes() == b"previous forecast"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.nc"]
+
+
+def test_cli_usage_errors(plain, tmp_path):
+    res = cli("forecast", str(plain["archive"]), "--hours", "1", env={"STFORECAST_MODEL": ""})
+    assert res.exit_code == 2 and "STFORECAST_MODEL" in res.stderr
+    res = cli("forecast", str(plain["archive"]), "--hours", "1", "--steps", "2",
+              "--model", str(plain["run"]), "--out", str(tmp_path))  # fmt: skip
+    assert res.exit_code == 2
+    res = cli("forecast", str(plain["archive"]), "--model", str(tmp_path / "nothing"))
+    assert res.exit_code == 3
+    res = cli("forecast", str(plain["archive"]), "--model", str(plain["run"]),
+              "--format", "grib", "--out", str(tmp_path))  # fmt: skip
+    assert res.exit_code == 2
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_debug_shows_the_traceback(plain, tmp_path):
+    res = cli("forecast", str(tmp_path / "x.nc"), "--model", str(plain["run"]), "--debug")
+    assert res.exit_code == 3 and "Traceback" in res.stderr
+
+
+def test_lock_held_by_another_process_exits_5(plain, tmp_path):
+    out = tmp_path / "f.nc"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time\nfrom stforecast.io.lock import output_lock\n"
+         f"with output_lock({str(out)!r}):\n    print('held', flush=True)\n    time.sleep(60)\n"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        res = cli("forecast", str(plain["archive"]), "--steps", "2", "--model",
+                  str(plain["run"]), "--out", str(out))  # fmt: skip
+        assert res.exit_code == 5, res.output
+        assert "lock" in res.stderr and not out.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    time.sleep(0.1)  # the holder died: its lock is taken over
+    res = cli("forecast", str(plain["archive"]), "--steps", "2", "--model", str(plain["run"]),
+              "--out", str(out))  # fmt: skip
+    assert res.exit_code == 0 and out.exists()
+
+
+def test_moving_mnist_runs_cannot_forecast(plain):
+    card = json.loads((plain["run"] / "model.json").read_text())
+    card["input"] = {"input_frames": 10, "output_frames": 10}
+    with pytest.raises(ModelMismatchError, match="Moving MNIST"):
+        from stforecast.operational import _check_contract
+
+        _check_contract(card, "run")
