@@ -121,7 +121,7 @@ def load_run(run_dir: str | Path, *, device: str = "auto", best: bool = False) -
 
 def _check_contract(card: dict[str, Any], where: Any) -> None:
     contract = card.get("input", {})
-    if "grid" not in contract or "transform" not in contract:
+    if not contract.get("time_step_seconds") or "processing" not in contract:
         raise ModelMismatchError(
             f"{where}: this model was trained on data without a grid (Moving MNIST); "
             "it cannot forecast geographic frames"

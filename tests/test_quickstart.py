@@ -46,3 +46,43 @@ def scores(run_dir: Path) -> tuple[float, float]:
             last = x[:, -1:].expand_as(y)
             err_persist.append(float((t.inverse(last, params) - truth).square().mean()))
     return float(np.mean(err_model)), float(np.mean(err_persist))
+
+
+def test_quickstart_script_end_to_end(tmp_path):
+    """The README's main job on a reduced setting: each artifact it announces is there and
+    right (the forecast's lead times, the animation's frames, the report's figures, metrics)."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import xarray as xr
+    from PIL import Image
+
+    beside = Path(sys.executable).parent / "stforecast"  # the venv's entry point, as in README
+    stf = str(beside) if beside.exists() else shutil.which("stforecast")
+    assert stf, "the stforecast command is not installed"
+    env = {
+        **os.environ,
+        "STFORECAST": stf,
+        "TRAIN_ARGS": "--set train.max_steps=4 --set train.val_every=2 "
+        "--set train.checkpoint_every=2 --quiet",
+    }
+    work = tmp_path / "qs"
+    res = subprocess.run(
+        ["bash", str(ROOT / "examples" / "quickstart.sh"), str(work)],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    lines = dict(line.split(":", 1) for line in res.stdout.splitlines() if ":" in line)
+    forecast = Path(lines["forecast"].strip())
+    with xr.open_dataset(forecast) as ds:
+        assert ds.sizes["time"] == 6
+        assert (ds["forecast_period"].values == np.arange(600, 3601, 600)).all()
+    with Image.open(work / "forecasts" / "forecast.gif") as gif:
+        assert gif.n_frames == 6
+    html = (work / "evaluation" / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 8
+    metrics = json.loads((work / "evaluation" / "metrics.json").read_text())
+    assert set(metrics["methods"]) == {"model", "persistence", "extrapolation"}

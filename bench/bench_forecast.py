@@ -1,0 +1,144 @@
+"""End-to-end latency and peak memory of `stforecast forecast`, stage by stage, and the same
+forecast by the optical-flow extrapolation baseline.
+
+    python bench/bench_forecast.py --model runs/radar_nowcast \
+        --data ../shared/data/radar-bom-66-20201031 --hours 4
+
+Each forecast is a fresh process (`stforecast forecast ... --log-json`), timed from before the
+process starts to its exit; the stage times come from its JSON log and the peak memory from
+`getrusage` of the finished child. `--help` is timed the same way. Results are printed as a
+Markdown table for docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def command() -> list[str]:
+    beside = Path(sys.executable).parent / "stforecast"
+    return [str(beside)] if beside.exists() else [shutil.which("stforecast") or "stforecast"]
+
+
+def timed(args: list[str], env: dict | None = None) -> tuple[float, float, str]:
+    """(wall seconds, peak RSS MB of the child, stdout)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    t0 = time.perf_counter()
+    res = subprocess.run(args, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t0
+    if res.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed ({res.returncode}): {res.stderr.strip()}")
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return wall, max(peak, before) / 1024.0, res.stdout
+
+
+def bench_help(repeats: int) -> float:
+    return statistics.median(timed([*command(), "--help"])[0] for _ in range(repeats))
+
+
+def bench_forecast(model: str, data: str, hours: float, out: Path) -> dict:
+    args = [*command(), "forecast", data, "--hours", str(hours), "--model", model,
+            "--out", f"{out}/", "--log-json", "--device", "cpu"]  # fmt: skip
+    wall, _, stdout = timed(args)
+    events = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    summary = events[-1]
+    t = summary["timings_s"]
+    return {
+        "hours": hours,
+        "steps": summary["steps"],
+        "wall": wall,
+        "start_up": t.get("start_up") or 0.0,
+        "import": t.get("import") or 0.0,
+        "load_model": t["load_model"],
+        "read": t["read"] + t["prepare"],
+        "model": t["model"],
+        "write": t["write"],
+        "peak_mb": summary["peak_mb"],
+        "grid": summary.get("tiles"),
+    }
+
+
+def bench_extrapolation(data: str, hours: float, out: Path) -> dict:
+    """The same forecast by the extrapolation baseline, in-process, on the model's grid."""
+    import numpy as np
+
+    t0 = time.perf_counter()
+    from stforecast.evaluation.baselines import extrapolation
+    from stforecast.io import open_frames
+
+    t_import = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    da = open_frames([data])
+    step = int(da.attrs["time_step"])
+    frames = np.asarray(da.isel(time=slice(-4, None)).values, np.float32) * 3600 / step
+    t_read = time.perf_counter() - t1
+    steps = round(hours * 3600 / step)
+    t2 = time.perf_counter()
+    fc = extrapolation(frames, steps)
+    t_flow = time.perf_counter() - t2
+    t3 = time.perf_counter()
+    ds = da.isel(time=slice(-steps, None)).copy(data=fc).to_dataset(name="precipitation")
+    ds.attrs = {}
+    ds["precipitation"].attrs = {"units": "mm h-1"}
+    ds.to_netcdf(out / "extrapolation.nc", encoding={"precipitation": {"zlib": True}})
+    t_write = time.perf_counter() - t3
+    return {
+        "grid": list(frames.shape[-2:]),
+        "steps": steps,
+        "import": t_import,
+        "read": t_read,
+        "model": t_flow,
+        "write": t_write,
+        "total": t_import + t_read + t_flow + t_write,
+        "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--data", default="../shared/data/radar-bom-66-20201031")
+    parser.add_argument("--hours", type=float, default=4.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--memory-hours", default="1,4,8", help="leads for the memory check")
+    args = parser.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count()))
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"Python {platform.python_version()}")  # fmt: skip
+    print(f"`stforecast --help`: {bench_help(args.repeats):.3f} s (median of {args.repeats})")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        runs = [bench_forecast(args.model, args.data, args.hours, out)
+                for _ in range(args.repeats)]  # fmt: skip
+        best = min(runs, key=lambda r: r["wall"])
+        print("\n| stage | seconds |\n|---|---|")
+        for key in ("start_up", "import", "load_model", "read", "model", "write", "wall"):
+            print(f"| {key} | {best[key]:.3f} |")
+        outside = best["wall"] - best["model"]
+        print(f"\nleads {best['steps']}, peak {best['peak_mb']:.0f} MB; outside the model "
+              f"{outside:.2f} s, of which Python + torch import and model load "
+              f"{best['start_up'] + best['import'] + best['load_model']:.2f} s")  # fmt: skip
+        print("\n| hours | leads | peak MB | wall s |\n|---|---|---|---|")
+        for h in (float(v) for v in args.memory_hours.split(",")):
+            r = bench_forecast(args.model, args.data, h, out)
+            print(f"| {h:g} | {r['steps']} | {r['peak_mb']:.0f} | {r['wall']:.2f} |")
+        e = bench_extrapolation(args.data, args.hours, out)
+        print(f"\nextrapolation baseline on {e['grid'][0]}x{e['grid'][1]}, {e['steps']} leads: "
+              + ", ".join(f"{k} {e[k]:.2f} s" for k in ("import", "read", "model", "write",
+                                                        "total"))
+              + f", peak {e['peak_mb']:.0f} MB")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
