@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from stforecast import __version__
-# EXPORT-PENDING from stforecast.cli.export import export
+from stforecast.cli.evaluate import evaluate
+from stforecast.cli.export import export
 from stforecast.cli.forecast import forecast
 from stforecast.cli.models import models
 from stforecast.cli.prepare import prepare
@@ -44,7 +45,8 @@ def _root(
 app.command("prepare")(prepare)
 app.command("train")(train)
 app.command("forecast")(forecast)
-# EXPORT-PENDING app.command("export")(export)
+app.command("evaluate")(evaluate)
+app.command("export")(export)
 app.command("models")(models)
 app.add_typer(synthetic, name="synthetic")
 
