@@ -53,7 +53,9 @@ app.add_typer(synthetic, name="synthetic")
 
 def main() -> None:
     """Run the app; command-line usage errors (a bad flag value, a missing argument) are one line
-    `error: ...` with exit code 2, like every other error, instead of Click's usage box."""
+    `error: ...` with exit code 2, like every other error, instead of Click's usage box; an
+    unexpected exception (a bug) is one line with exit code 1 unless STFORECAST_DEBUG is set."""
+    import os
     import sys
 
     try:
@@ -69,6 +71,12 @@ def main() -> None:
         elif hasattr(err, "format_message") and hasattr(err, "exit_code"):
             sys.stderr.write(f"error: {err.format_message()}\n")
             code = err.exit_code
-        else:
+        elif os.environ.get("STFORECAST_DEBUG"):
             raise
+        else:  # a bug: one line and exit 1, the traceback with STFORECAST_DEBUG=1
+            sys.stderr.write(
+                f"error: internal error: {type(err).__name__}: {err} "
+                "(a bug; rerun with STFORECAST_DEBUG=1 for the traceback)\n"
+            )
+            code = 1
     sys.exit(code if isinstance(code, int) else 0)

@@ -69,14 +69,15 @@ def evaluate(
 ) -> None:
     """Score a run and the baselines by the same code: metrics.json, report.html, report.md.
 
-    Examples: stforecast evaluate --model runs/quickstart ·
-    stforecast evaluate recipes/radar_nowcast.toml --model runs/radar_nowcast ·
-    stforecast evaluate /data/radar/ --model runs/radar --start 2020-10-31T09:00 --end
-    2020-10-31T12:00 --every 30min
+    Example: stforecast evaluate recipes/radar_nowcast.toml --model runs/radar_nowcast
+
+    Hindcast: stforecast evaluate /data/radar/ -m runs/radar --start 2020-10-31T09:00 --every 1h
     """
     if model is None:
         raise fail("no model: pass --model RUN_DIR or set STFORECAST_MODEL")
     data = list(data or [])
+    if steps is not None and not (data and not data[0].endswith(".toml")):
+        raise fail("--steps applies to a hindcast on archive files (DATA), not to a test split")
     with engine_errors():
         from stforecast.config import recipe as load_recipe
 

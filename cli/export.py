@@ -39,8 +39,9 @@ def export(
         typer.Option(help="Run the file at batch sizes 1 and 3 and compare with PyTorch first."),
     ] = True,
 ) -> None:
-    """Export a trained model to ONNX or TorchScript: normalised frames in, forecast out, the
-    model card inside; the file runs with onnxruntime or plain PyTorch (docs/export.md).
+    """Export a run to ONNX or TorchScript, model card inside; runs without stforecast.
+
+    The file maps normalised frames to the normalised forecast (docs/export.md).
 
     Example: stforecast export --model runs/radar --format onnx --out radar.onnx
     """

@@ -42,7 +42,7 @@ def forecast(
     model: Annotated[
         Path | None,
         typer.Option(
-            "--model", "-m", envvar="STFORECAST_MODEL", help="Run directory ($STFORECAST_MODEL)."
+            "--model", "-m", envvar="STFORECAST_MODEL", help="Run directory (a trained model)."
         ),
     ] = None,
     out: Annotated[
@@ -64,8 +64,7 @@ def forecast(
 ) -> None:
     """Forecast from the newest frames of SOURCE with a trained run; atomic, locked, for cron.
 
-    Example: stforecast forecast /data/radar/ --hours 4 --model runs/radar_nowcast --out
-    /data/nowcasts/
+    Example: stforecast forecast /data/radar/ --hours 4 -m runs/radar --out nowcasts/
     """
     started = time.perf_counter()
     age = _process_age()

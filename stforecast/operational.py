@@ -228,6 +228,13 @@ def _check_units(source_units: str, processing: dict[str, Any], contract: dict, 
         ) from None
 
 
+_LONG_NAMES = {
+    "rate": "precipitation rate",
+    "accumulation": "precipitation amount per time step",
+    "reflectivity": "equivalent reflectivity factor",
+}
+
+
 def _standard_name(attrs: dict[str, Any], source_units: str, target_units: str) -> str | None:
     """The source's standard name when the units are unchanged; else the one the new units
     mean (an accumulation converted to a rate is a precipitation rate)."""
@@ -543,6 +550,9 @@ def _template(
     target_units = contract["units"]
     standard = _standard_name(da.attrs, source_units, target_units)
     long_names = da.attrs.get("channel_long_names") or [da.attrs.get("long_name", "")] * len(names)
+    if not units.equivalent(source_units, target_units):  # the source's name no longer fits
+        quantity = units.quantity(target_units) or ""
+        long_names = [_LONG_NAMES.get(quantity, n) for n in long_names]
     data_vars: dict[str, Any] = {}
     for name, long_name in zip(names, long_names, strict=True):
         attrs = {"units": target_units, "long_name": long_name or name}
@@ -713,6 +723,12 @@ def forecast_to_file(
         }
     )
 
+    variables = [n for n in the_plan.template.data_vars if n != "crs"]
+    if fmt_name == "geotiff" and len(variables) > 1:
+        raise ConfigError(
+            f"--format geotiff holds one variable; this model forecasts {len(variables)} "
+            f"({', '.join(variables)}): use --format netcdf"
+        )
     out = Path(out)
     if out.is_dir() or str(out).endswith(("/", "\\")):
         out = out / output_name(the_plan.template, fmt_name)
