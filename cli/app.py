@@ -12,6 +12,7 @@ from stforecast.cli.evaluate import evaluate
 from stforecast.cli.export import export
 from stforecast.cli.forecast import forecast
 from stforecast.cli.models import models
+from stforecast.cli.plot import plot
 from stforecast.cli.prepare import prepare
 from stforecast.cli.synthetic import synthetic
 from stforecast.cli.train import train
@@ -47,6 +48,7 @@ app.command("train")(train)
 app.command("forecast")(forecast)
 app.command("evaluate")(evaluate)
 app.command("export")(export)
+app.command("plot")(plot)
 app.command("models")(models)
 app.add_typer(synthetic, name="synthetic")
 

@@ -11,7 +11,9 @@ import typer
 
 from stforecast.cli.errors import engine_errors, fail
 
-SHOWN = ("mse", "mae", "rmse", "ssim", "psnr", "csi_0.1", "csi_1.0", "csi_5.0", "fss_1.0_4")
+SHOWN = ("mse", "mse_pixel", "mae", "rmse", "ssim", "psnr", "csi_0.1", "csi_1.0", "csi_5.0",
+         "fss_1.0_4")  # fmt: skip
+LABELS = {"mse": "mse (sum per frame)", "mae": "mae (sum per frame)", "mse_pixel": "mse per pixel"}
 
 
 def parse_duration(text: str) -> int:
@@ -158,7 +160,8 @@ def _show(doc: dict, out_dir: Path) -> None:
             values = [doc["methods"][m]["summary"].get(key) for m in methods]
             if all(v is None for v in values):
                 continue
-            table.add_row(key, *("-" if v is None else f"{v:.4g}" for v in values))
+            row = ("-" if v is None else f"{v:.4g}" for v in values)
+            table.add_row(LABELS.get(key, key), *row)
         console.print(table)
     console.print(f"metrics: {out_dir / 'metrics.json'}")
     console.print(f"report:  {out_dir / 'report.html'}")

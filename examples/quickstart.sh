@@ -12,13 +12,14 @@ set -euo pipefail
 work="${1:-quickstart}"
 stf="${STFORECAST:-stforecast}"
 recipe="$(dirname "$0")/../recipes/quickstart.toml"
+read -r -a train_args <<< "${TRAIN_ARGS:-}"
 mkdir -p "$work"
 "$stf" synthetic rain-cells --out "$work/rain_cells.nc" --overwrite
 "$stf" prepare "$recipe" --set "data.sources=[\"$work/rain_cells.nc\"]" \
     --out "$work/prepared" --overwrite
 rm -rf "$work/run" "$work/forecasts" "$work/evaluation"
 "$stf" train "$recipe" --set "data.store=$work/prepared" --set "data.sources=[]" \
-    --out "$work/run" ${TRAIN_ARGS:-}
+    --out "$work/run" "${train_args[@]}"
 mkdir -p "$work/forecasts"
 forecast=$("$stf" forecast "$work/rain_cells.nc" --hours 1 --model "$work/run" \
     --out "$work/forecasts/")

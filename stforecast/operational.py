@@ -712,6 +712,7 @@ def forecast_to_file(
         )
     except MissingVariableError as err:
         raise ModelMismatchError(f"{err} (the model forecasts {variable!r})") from None
+    t_open = time.perf_counter() - t1
     the_plan = plan(frames, run, steps=steps, hours=hours)
     emit(
         {
@@ -752,6 +753,7 @@ def forecast_to_file(
         "device": the_plan.info["device"],
         "timings_s": {
             "load_model": t1 - t0,
+            "open": t_open,
             "read": the_plan.timings.get("read", 0.0),
             "prepare": the_plan.timings.get("prepare", 0.0),
             "model": model_s,

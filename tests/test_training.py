@@ -757,3 +757,40 @@ def test_mixed_precision_on_cuda(tmp_path, precision):
     assert math.isfinite(summary["loss"]) and summary["device"].startswith("cuda")
     net, _ = load_model(tmp_path)
     assert next(net.parameters()).device.type == "cpu"
+
+
+def test_cached_store_is_prepared_once_by_concurrent_callers(tmp_path, monkeypatch):
+    """torchrun ranks (or two trainings) asking for the same cached store: one prepares it, the
+    others wait for it instead of colliding on its temporary directory."""
+    import threading
+
+    from stforecast.config import data_config
+    from stforecast.data.synthetic import write_rain_cells
+    from stforecast.training import data as data_mod
+
+    archive = write_rain_cells(tmp_path / "r.nc", frames=24, size=16)
+    cfg = data_config(sources=[str(archive)], input_frames=2, output_frames=2)
+    calls = []
+    real = data_mod.prepare
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(data_mod, "prepare", counting)
+    store = tmp_path / "cache" / data_mod.content_key(cfg)
+    errors = []
+
+    def worker():
+        try:
+            data_mod.prepare_cached(cfg, store)
+        except Exception as err:  # pragma: no cover - the failure being tested
+            errors.append(err)
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(calls) == 1
+    assert (store / "manifest.json").exists()

@@ -555,14 +555,9 @@ def _store_for(recipe: Recipe, progress: Progress | None) -> Path:
     if cfg.store:
         return Path(cfg.store)
     if cfg.sources:
-        from stforecast.data.prepare import prepare
-        from stforecast.training.data import cache_root, content_key
+        from stforecast.training.data import cache_root, content_key, prepare_cached
 
-        store = cache_root() / content_key(cfg)
-        if not (store / "manifest.json").exists():
-            store.parent.mkdir(parents=True, exist_ok=True)
-            prepare(cfg, store, overwrite=True, progress=progress)
-        return store
+        return prepare_cached(cfg, cache_root() / content_key(cfg), progress)
     raise ConfigError("[data] needs a store or sources to evaluate on")
 
 

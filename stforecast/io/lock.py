@@ -202,14 +202,16 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 def remove_stale_temps(path: str | os.PathLike[str]) -> list[Path]:
-    """Remove temporary files of `path` left by dead processes of this host; returns them.
+    """Remove temporary files in `path`'s directory left by dead processes of this host;
+    returns them.
 
-    Only names made by `atomic_path` for this very output, with this host's name and the pid of
-    a process that no longer exists, are removed: a run on another host sharing the directory, or
-    a live run of this host, is never disturbed.
+    Only names made by `atomic_path` (for any output: forecasts named by reference time change
+    name every run), with this host's name and the pid of a process that no longer exists, are
+    removed: a run on another host sharing the directory, or a live run of this host, is never
+    disturbed.
     """
     path = Path(path)
-    pattern = re.compile(re.escape(f".{path.name}.{_host()}.") + r"(\d+)\.[A-Za-z0-9_]+\.tmp")
+    pattern = re.compile(r"\..+\." + re.escape(f"{_host()}.") + r"(\d+)\.[A-Za-z0-9_]+\.tmp")
     removed = []
     try:
         entries = list(os.scandir(path.parent))

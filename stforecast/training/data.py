@@ -196,10 +196,23 @@ def build_datasets(
     if cfg.store:
         return _store_data(recipe, Path(cfg.store))
     store = (cache_dir or cache_root()) / content_key(cfg)
-    if not (store / "manifest.json").exists():
-        store.parent.mkdir(parents=True, exist_ok=True)
-        prepare(cfg, store, overwrite=True, progress=progress)
+    prepare_cached(cfg, store, progress)
     return _store_data(recipe, store)
+
+
+def prepare_cached(cfg: DataConfig, store: Path, progress=None) -> Path:
+    """Prepare `cfg` into the cache once: processes that want the same store (the ranks of a
+    torchrun job, two trainings started together) wait on a lock; the first prepares it."""
+    import fcntl
+
+    if (store / "manifest.json").exists():
+        return store
+    store.parent.mkdir(parents=True, exist_ok=True)
+    with open(store.parent / f".{store.name}.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+        if not (store / "manifest.json").exists():
+            prepare(cfg, store, overwrite=True, progress=progress)
+    return store
 
 
 def describe(recipe: Recipe) -> dict[str, Any]:

@@ -1,0 +1,45 @@
+"""`stforecast plot`: a forecast file -> a quick-look animated GIF or PNG strip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from stforecast.cli.errors import engine_errors, fail
+
+
+def plot(
+    forecast: Annotated[
+        Path, typer.Argument(help="Forecast file written by `stforecast forecast` (.nc or .tif).")
+    ],
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="Image to write: .gif (animated) or .png (a strip)."),
+    ],
+    variable: Annotated[
+        str | None,
+        typer.Option(help="Variable to draw (default: the forecast's only one)."),
+    ] = None,
+    max_leads: Annotated[
+        int,
+        typer.Option(min=1, help="Draw at most this many leads (evenly spaced, the last kept)."),
+    ] = 12,
+) -> None:
+    """Draw a forecast file as an animated GIF or a PNG strip of its leads.
+
+    Rain rates get fixed levels from 0.1 to 100 mm/h, other quantities viridis; missing is grey.
+
+    Exit codes: 2 bad option (--out must end in .gif or .png), 3 missing or unreadable file.
+
+    Example: stforecast plot nowcasts/precipitation_cms_lstm_20201031T1200Z_PT1H.nc --out a.gif
+    """
+    if out.suffix.lower() not in (".gif", ".png"):
+        raise fail(f"--out {out}: must end in .gif (an animation) or .png (a strip of leads)")
+    with engine_errors():
+        from stforecast.plot import open_forecast, quicklook
+
+        ds = open_forecast(forecast)
+        path = quicklook(ds, out, variable=variable, max_leads=max_leads)
+    typer.echo(str(path))
