@@ -102,3 +102,16 @@ def test_wheel_installs_no_top_level_cli(tmp_path):
     assert "stforecast/cli/app.py" in names and "stforecast/models/se.py" in names
     entry = zipfile.ZipFile(wheel).read(f"stforecast-{__version__}.dist-info/entry_points.txt")
     assert b"stforecast = stforecast.cli.app:main" in entry
+
+
+def test_shell_completion_completes_commands():
+    """`--install-completion` installs a script that calls the program back like this."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "_STFORECAST_COMPLETE": "complete_bash",
+           "COMP_WORDS": "stforecast fore", "COMP_CWORD": "1"}  # fmt: skip
+    code = "import sys; sys.argv[0] = 'stforecast'; from stforecast.cli.app import main; main()"
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert res.stdout.split() == ["forecast"], res.stderr
