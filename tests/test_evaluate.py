@@ -9,15 +9,16 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
-from conftest import shared
 from typer.testing import CliRunner
 
 import stforecast
-from runs import make_run
 from stforecast.cli.app import app
 from stforecast.cli.evaluate import parse_duration
 from stforecast.evaluation.evaluate import evaluate
 from stforecast.io import open_frames
+
+from conftest import shared
+from runs import make_run
 
 
 @pytest.fixture(scope="module")

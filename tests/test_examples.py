@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
-from conftest import shared
 from pydantic import BaseModel
 
+from conftest import shared
 from runs import make_run
 
 ROOT = Path(__file__).resolve().parents[1]

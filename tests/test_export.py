@@ -16,7 +16,6 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from runs import make_run
 from stforecast.cli.export import export as export_command
 from stforecast.errors import ConfigError
 from stforecast.export import (
@@ -29,6 +28,8 @@ from stforecast.export import (
     read_card,
 )
 from stforecast.training.card import load_model
+
+from runs import make_run
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")

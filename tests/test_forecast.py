@@ -19,13 +19,14 @@ import xarray as xr
 from typer.testing import CliRunner
 
 import stforecast
-from runs import make_run
 from stforecast import models
 from stforecast.cli.app import app
 from stforecast.data.synthetic import rain_cells
 from stforecast.errors import InputError, ModelMismatchError
 from stforecast.io import open_frames
 from stforecast.operational import load_run, plan, predict, tile_starts, tile_weights
+
+from runs import make_run
 
 
 @pytest.fixture(scope="module")

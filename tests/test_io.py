@@ -16,7 +16,6 @@ import pyproj
 import pytest
 import rasterio
 import xarray as xr
-from conftest import shared
 from rasterio.transform import Affine
 
 from stforecast.errors import ConfigError, InputError
@@ -24,6 +23,8 @@ from stforecast.io import crs as crs_mod
 from stforecast.io import geotiff, netcdf, open_frames, times
 from stforecast.io.frames import FrameStack
 from stforecast.io.packing import Packing
+
+from conftest import shared
 
 T = np.datetime64
 

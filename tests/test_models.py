@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import SMALL, build_small
 
 from stforecast import models
+
+from conftest import SMALL, build_small
 
 
 def frames(batch=2, t=4, seed=1, size=16, channels=2):

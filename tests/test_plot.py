@@ -13,13 +13,14 @@ import xarray as xr
 from PIL import Image
 from typer.testing import CliRunner
 
-from runs import make_run
 from stforecast.cli.plot import plot
 from stforecast.errors import ConfigError, InputError, MissingVariableError
 from stforecast.io import open_frames
 from stforecast.io.write import write_dataset
 from stforecast.operational import forecast
 from stforecast.plot import open_forecast, quicklook
+
+from runs import make_run
 
 LEADS = 8
 

@@ -13,13 +13,14 @@ import pyproj
 import pytest
 import torch
 import xarray as xr
-from conftest import shared
 
 from stforecast.config import data_config
 from stforecast.data.dataset import WindowDataset
 from stforecast.data.prepare import prepare
 from stforecast.data.store import open_store, read_manifest
 from stforecast.errors import ConfigError, InputError
+
+from conftest import shared
 
 CRS = pyproj.CRS.from_epsg(32633)
 

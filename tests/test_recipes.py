@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import shared
 from test_prepare import archive
 
 from stforecast.config import recipe
 from stforecast.data.synthetic import load_mnist_images, moving_mnist_test, split_mnist_digits
 from stforecast.errors import ConfigError
 from stforecast.training.data import build_datasets, content_key
+
+from conftest import shared
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.toml"))
 

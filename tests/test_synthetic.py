@@ -16,13 +16,14 @@ import numpy as np
 import pytest
 import typer
 import xarray as xr
-from conftest import shared
 from pyproj import CRS
 from typer.testing import CliRunner
 
 from stforecast.cli.synthetic import synthetic
 from stforecast.data import synthetic as syn
 from stforecast.errors import ConfigError, InputError
+
+from conftest import shared
 
 runner = CliRunner()
 FREE = 64 - 28  # free range of a digit's top-left corner on the standard canvas
