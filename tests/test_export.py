@@ -131,7 +131,8 @@ CHILD = """
 import importlib.util, json, sys
 import numpy as np
 sys.meta_path[:] = [f for f in sys.meta_path if "stforecast" not in type(f).__module__ + repr(f)]
-sys.path[:] = [p for p in sys.path if p and not p.startswith(REPO)]
+# the checkout's own folders go; a virtual environment inside the checkout stays
+sys.path[:] = [p for p in sys.path if p and not (p.startswith(REPO) and "site-packages" not in p)]
 if importlib.util.find_spec("stforecast") is not None:  # a regular install: hide it
     class Hide:
         def find_spec(self, name, path=None, target=None):
