@@ -26,12 +26,10 @@ command line): a missing or unreadable input is `InputError` (3), a bad argument
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import math
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +37,7 @@ import numpy as np
 import xarray as xr
 
 from stforecast.errors import ConfigError, InputError, MissingVariableError
+from stforecast.io.lock import atomic_path
 
 __all__ = ["RAIN_LEVELS", "SUFFIXES", "open_forecast", "quicklook"]
 
@@ -354,7 +353,7 @@ def quicklook(
     heading = name if reference is None else f"{name} from {_time_text(reference)}"
     extent, origin = _extent(da)
     draw = _gif if suffix == ".gif" else _png
-    with _atomic(path) as tmp:
+    with atomic_path(path, suffix=path.suffix) as tmp:
         draw(tmp, style, frames, heading, extent, origin)
     return path
 
@@ -475,26 +474,3 @@ def _png(tmp: Path, style: _Style, frames, heading: str, extent, origin: str) ->
     _colorbar(fig, image, style, cax=cax)
     fig.suptitle(heading, fontsize=10, y=1 - 0.12 / height, va="top")
     fig.savefig(tmp, format="png")
-
-
-@contextlib.contextmanager
-def _atomic(path: Path):
-    """A temporary file next to `path` (same suffix, so writers that go by the name work);
-    fsynced and moved onto `path` on success, removed on any failure."""
-    from stforecast.io.lock import fsync_dir, fsync_file
-
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        fsync_file(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise

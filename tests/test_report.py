@@ -434,7 +434,7 @@ def test_existing_report_is_replaced(tmp_path, metrics, samples):
 
 
 def test_no_temp_files_on_failure(tmp_path, metrics, samples, monkeypatch):
-    import stforecast.evaluation.report as report
+    import os
 
     write_report(tmp_path, metrics, samples[:1])
     metrics["methods"] = {"model": metrics["methods"]["model"]}
@@ -443,7 +443,7 @@ def test_no_temp_files_on_failure(tmp_path, metrics, samples, monkeypatch):
     def failing_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(report.os, "replace", failing_replace)
+    monkeypatch.setattr(os, "replace", failing_replace)  # every atomic write goes through it
     with pytest.raises(OSError, match="disk full"):
         write_report(tmp_path, metrics, title="never written")
     _no_temp_files(tmp_path)

@@ -40,9 +40,7 @@ import html
 import io
 import json
 import math
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -54,6 +52,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from stforecast.errors import ConfigError
+from stforecast.io.lock import atomic_write_bytes
 
 __all__ = ["sample_figure", "score_figure", "skill_table", "write_report"]
 
@@ -579,24 +578,6 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write `path` through a temporary file in the same directory and `os.replace`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-
-
 def _fmt(value: Any) -> str:
     v = _num(value)
     if math.isnan(v):
@@ -946,12 +927,12 @@ def write_report(
     figure_paths = []
     for name, _alt, _caption, png in figures:
         path = fig_dir / name
-        _atomic_write(path, png)
+        atomic_write_bytes(path, png)
         figure_paths.append(path)
     md_path = out_dir / "report.md"
     html_path = out_dir / "report.html"
-    _atomic_write(md_path, ("\n".join(md).rstrip() + "\n").encode("utf-8"))
-    _atomic_write(html_path, ("\n".join(h) + "\n").encode("utf-8"))
+    atomic_write_bytes(md_path, ("\n".join(md).rstrip() + "\n").encode("utf-8"))
+    atomic_write_bytes(html_path, ("\n".join(h) + "\n").encode("utf-8"))
     _remove_stale_figures(fig_dir, {p.name for p in figure_paths})
     return {"html": html_path, "markdown": md_path, "figures": figure_paths}
 

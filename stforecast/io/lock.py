@@ -174,17 +174,19 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str], suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a temporary path next to `path`; on success move the closed file there atomically.
 
     The block must write and close the temporary file. Then it is fsynced, given the usual
     permissions (0666 minus the umask), renamed onto `path` and the directory fsynced. On any
     exception, KeyboardInterrupt and SystemExit included, the temporary file is removed and the
-    exception goes on; `path` is untouched. Missing parent folders are made.
+    exception goes on; `path` is untouched. Missing parent folders are made. `suffix` ends the
+    temporary name, for writers that choose their format by it (a killed run's files are swept
+    by `remove_stale_temps` only with the default `.tmp`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path), suffix=".tmp")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path), suffix=suffix)
     os.close(fd)
     tmp = Path(name)
     try:
@@ -199,6 +201,13 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             tmp.unlink()
         raise
     fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write `data` to `path` atomically (see `atomic_path`)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
 
 
 def remove_stale_temps(path: str | os.PathLike[str]) -> list[Path]:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -37,6 +36,7 @@ from typing import IO, Any
 import torch
 
 from stforecast.errors import InputError
+from stforecast.io.lock import atomic_path
 
 FORMAT = "stforecast-checkpoint"
 VERSION = 1
@@ -64,23 +64,9 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None
     If `write` fails (or the process dies), the temporary file is removed (or left under a
     hidden `.NAME.*.tmp` name that `remove_stale` cleans up); `path` is never touched.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    fsync_dir(path.parent)
-    return path
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        write(fh)
+    return Path(path)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
