@@ -405,12 +405,7 @@ def plan(
     processing = contract["processing"]
     source_units = chosen.attrs.get("units", "")
     _check_units(source_units, processing, contract, run.step)
-    cfg = data_config(
-        **{k: processing.get(k) for k in ("units", "crop_bbox", "crop_pixels", "resize")},
-        zr=tuple(processing.get("zr") or units.MARSHALL_PALMER),
-        coarsen=processing.get("coarsen") or 1,
-    )
-    da = grid_frames(cfg, chosen, run.step)
+    da = grid_frames(processing_config(contract), chosen, run.step)
     if not units.equivalent(da.attrs.get("units", ""), contract["units"]):
         raise ModelMismatchError(
             f"input units {da.attrs.get('units')!r} differ from the model's {contract['units']!r}"
@@ -463,6 +458,17 @@ def plan(
         "filled_frames": int(run.input_frames - have.size),
     }
     return Plan(template, leads(), [i["path"] for i in inputs], timings, info)
+
+
+def processing_config(contract: dict[str, Any]):
+    """The `[data]` processing (units, crop, coarsen, resize) the model card recorded, for
+    `prepare.grid_frames`: new frames go through what the training frames went through."""
+    processing = contract["processing"]
+    return data_config(
+        **{k: processing.get(k) for k in ("units", "crop_bbox", "crop_pixels", "resize")},
+        zr=tuple(processing.get("zr") or units.MARSHALL_PALMER),
+        coarsen=processing.get("coarsen") or 1,
+    )
 
 
 def lead_steps(run: Run, *, steps: int | None = None, hours: float | None = None) -> int:

@@ -161,10 +161,9 @@ def hindcast_cases(
     skipped: list[dict[str, str]] | None = None,
 ) -> tuple[Iterator[Case], int, float]:
     """Forecasts at every reference time of an archive, through `stforecast forecast`'s path."""
-    from stforecast.config import data_config
     from stforecast.data.prepare import grid_frames
     from stforecast.io import open_frames
-    from stforecast.operational import lead_steps, materialise, plan
+    from stforecast.operational import lead_steps, materialise, plan, processing_config
 
     contract = run.contract
     step = run.step
@@ -176,13 +175,7 @@ def hindcast_cases(
         time_pattern=contract["processing"].get("time_pattern"),
     ).sortby("time")
     times = da["time"].values
-    processing = contract["processing"]
-    cfg = data_config(
-        **{k: processing.get(k) for k in ("units", "crop_bbox", "crop_pixels", "resize")},
-        zr=tuple(processing.get("zr") or units.MARSHALL_PALMER),
-        coarsen=processing.get("coarsen") or 1,
-    )
-    processed = grid_frames(cfg, da, step)
+    processed = grid_frames(processing_config(contract), da, step)
     delta = np.timedelta64(step, "s")
     first = times[0] + (t_in - 1) * delta
     last = times[-1] - steps * delta
