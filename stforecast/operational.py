@@ -99,9 +99,7 @@ def device_for(name: str = "auto") -> Any:
 
 def load_run(run_dir: str | Path, *, device: str = "auto", best: bool = False) -> Run:
     """Load a run directory for forecasting; refuses runs without a data contract."""
-    from stforecast.config import Recipe, load_recipe
     from stforecast.training import load_model
-    from stforecast.training.rundir import RECIPE
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -109,14 +107,25 @@ def load_run(run_dir: str | Path, *, device: str = "auto", best: bool = False) -
     torch_device = device_for(device)
     net, card = load_model(run_dir, best=best, device=torch_device)
     _check_contract(card, run_dir)
-    options, digest = ForecastConfig(), None
-    recipe_path = run_dir / RECIPE
-    if recipe_path.is_file():
-        digest = sha256(recipe_path)
-        raw = load_recipe(recipe_path)
-        raw.pop("__file__", None)
-        options = Recipe.model_validate(raw).forecast
-    return Run(net, card, run_dir, torch_device, options, digest)
+    own = run_recipe(run_dir)
+    if own is None:
+        return Run(net, card, run_dir, torch_device)
+    return Run(net, card, run_dir, torch_device, own.forecast, sha256(run_recipe_path(run_dir)))
+
+
+def run_recipe_path(run_dir: Path) -> Path:
+    from stforecast.training.rundir import RECIPE
+
+    return Path(run_dir) / RECIPE
+
+
+def run_recipe(run_dir: Path) -> Any:
+    """The resolved recipe a run was trained with (its `[forecast]` and `[evaluate]` defaults),
+    or None for a run directory without one."""
+    from stforecast.config import recipe
+
+    path = run_recipe_path(run_dir)
+    return recipe(path) if path.is_file() else None
 
 
 def _check_contract(card: dict[str, Any], where: Any) -> None:
@@ -424,7 +433,7 @@ def plan(
     timings["read"] = time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    transform, params = _transform(contract, values.shape[1])
+    transform, params = card_transform(contract, values.shape[1])
     fills = contract["missing"]["fill_value_normalised"]
     fills = [fills] * values.shape[1] if not isinstance(fills, list) else fills
     no_coverage = ~np.isfinite(values[-1])  # (C, H, W): written back as missing
@@ -492,7 +501,8 @@ def lead_steps(run: Run, *, steps: int | None = None, hours: float | None = None
     return int(run.contract["output_frames"])
 
 
-def _transform(contract: dict[str, Any], channels: int):
+def card_transform(contract: dict[str, Any], channels: int):
+    """The transform and per-channel parameters a model card (or a store manifest) records."""
     entry = contract["transform"]
     params = entry.get("params") or {}
     per_channel = params if isinstance(params, list) else [params] * channels

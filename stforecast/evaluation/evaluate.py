@@ -90,12 +90,13 @@ def store_cases(
 
     from stforecast.data.dataset import WindowDataset
     from stforecast.data.store import open_store
+    from stforecast.operational import card_transform
 
     ds = WindowDataset(store, split)
     manifest = ds.manifest
     if not len(ds):
         raise InputError(f"{store}: the {split} split has no windows")
-    transform, params = _transform(manifest)
+    transform, params = card_transform(manifest, len(manifest.get("channels") or [None]))
     t_in, t_out = ds.t_in, ds.t_out
     steps = t_out
     n = len(ds) if opts.max_sequences is None else min(len(ds), opts.max_sequences)
@@ -124,14 +125,6 @@ def store_cases(
     return cases(), n, data_range
 
 
-def _transform(entry_holder: dict[str, Any]):
-    entry = entry_holder["transform"]
-    params = entry.get("params") or {}
-    per_channel = params if isinstance(params, list) else [params]
-    transform, _ = transforms.from_dict({**entry, "params": per_channel[0]})
-    return transform, per_channel
-
-
 def _store_range(group, manifest, transform, params, split: str) -> float:
     """Physical value range of the split's frames (where covered): PSNR/SSIM's `data_range`."""
     from stforecast.data.windows import SPLITS
@@ -152,7 +145,6 @@ def _store_range(group, manifest, transform, params, split: str) -> float:
 def hindcast_cases(
     run: Any,
     sources: list[str],
-    opts: EvaluateConfig,
     *,
     start: str | None = None,
     end: str | None = None,
@@ -444,19 +436,17 @@ def evaluate(
     Moving MNIST test set.
     """
     from stforecast.evaluation.report import write_report
-    from stforecast.operational import Run, device_for
+    from stforecast.operational import Run, device_for, run_recipe
     from stforecast.training import load_model
-    from stforecast.training.card import read_card
 
     run_dir = Path(model)
     if not run_dir.is_dir():
         raise InputError(f"{run_dir}: no such run directory (the output of `stforecast train`)")
-    read_card(run_dir)
-    own = _run_recipe(run_dir)
-    recipe = recipe or own
+    recipe = recipe or run_recipe(run_dir)
     opts = recipe.evaluate if recipe is not None else EvaluateConfig()
-    net, card = load_model(run_dir, device=device_for(device))
-    run = Run(net, card, run_dir, device_for(device))
+    torch_device = device_for(device)
+    net, card = load_model(run_dir, device=torch_device)
+    run = Run(net, card, run_dir, torch_device)
     contract = card["input"]
     mnist = contract.get("variable") == "moving_mnist"
     skipped: list[dict[str, str]] = []
@@ -469,7 +459,7 @@ def evaluate(
 
         _check_contract(card, run_dir)
         cases, total, data_range = hindcast_cases(
-            run, list(sources), opts, start=start, end=end, every=every, steps=steps,
+            run, list(sources), start=start, end=end, every=every, steps=steps,
             skipped=skipped,
         )  # fmt: skip
         leads = steps or contract["output_frames"]
@@ -529,18 +519,6 @@ def evaluate(
         details=details,
     )
     return doc
-
-
-def _run_recipe(run_dir: Path) -> Recipe | None:
-    from stforecast.config import load_recipe
-    from stforecast.training.rundir import RECIPE
-
-    path = run_dir / RECIPE
-    if not path.is_file():
-        return None
-    raw = load_recipe(path)
-    raw.pop("__file__", None)
-    return Recipe.model_validate(raw)
 
 
 def _store_for(recipe: Recipe, progress: Progress | None) -> Path:
