@@ -10,8 +10,8 @@ The steps, each the same code that prepared the training data where there is one
      (`allow_missing_frames` fills a few by linear interpolation in time);
   2. check them against the model card: variable, units, CRS, grid spacing and time step
      (`ModelMismatchError`, exit 4, saying what differs);
-  3. units, crop, coarsen/resize (`prepare.grid_frames`), then the card's transform
-     (`transforms.normalise_frames`), missing values set to the card's fill value;
+  3. units, crop, coarsen/resize (`resample.grid_frames`, as in `prepare`), then the card's
+     transform (`transforms.normalise_frames`), missing values set to the card's fill value;
   4. roll the model out for the lead times asked, beyond its training horizon if need be; a grid
      larger than the model's frame is cut into overlapping tiles that are run in batches and
      blended with smooth weights, so no seam shows;
@@ -35,14 +35,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import dask.array
 import numpy as np
 import xarray as xr
 
 from stforecast import __version__
 from stforecast.config import ForecastConfig, data_config
 from stforecast.data import transforms, units
-from stforecast.data.prepare import grid_frames, sha256
+from stforecast.data.resample import grid_frames
 from stforecast.data.windows import fmt, iso_duration
 from stforecast.errors import (
     ConfigError,
@@ -50,6 +49,7 @@ from stforecast.errors import (
     MissingVariableError,
     ModelMismatchError,
 )
+from stforecast.io.sources import sha256
 
 Log = Callable[[dict[str, Any]], None]
 
@@ -576,8 +576,8 @@ def _template(
             attrs["standard_name"] = standard
         if crs_wkt:
             attrs["grid_mapping"] = "crs"
-        zeros = dask.array.zeros((steps, ny, nx), chunks=(1, ny, nx), dtype=np.float32)
-        data_vars[name] = (("time", "y", "x"), zeros, attrs)
+        shape_only = np.broadcast_to(np.float32(0), (steps, ny, nx))  # leads come later
+        data_vars[name] = (("time", "y", "x"), shape_only, attrs)
     if crs_wkt:
         data_vars["crs"] = ((), np.int32(0), crs_attrs)
 

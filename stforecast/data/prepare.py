@@ -20,7 +20,6 @@ nothing behind and an existing store is only replaced (with `overwrite`) once th
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -34,7 +33,8 @@ import zarr
 
 from stforecast import __version__
 from stforecast.config import DataConfig
-from stforecast.data import resample, transforms, units
+from stforecast.data import transforms
+from stforecast.data.resample import grid_frames
 from stforecast.data.store import FORMAT_VERSION, write_manifest
 from stforecast.data.windows import (
     SPLITS,
@@ -47,31 +47,9 @@ from stforecast.data.windows import (
 )
 from stforecast.errors import ConfigError, InputError
 from stforecast.io import open_frames
+from stforecast.io.sources import sha256
 
 Progress = Callable[[str, int, int], None]
-
-
-def sha256(path: str | Path, block: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def grid_frames(cfg: DataConfig, da: xr.DataArray, step: int) -> xr.DataArray:
-    """Steps 3-4 on a lazy DataArray: units, crop, coarsen/resize. Shared with `forecast`, so
-    new frames go through exactly the code that prepared the training data."""
-    source_units = da.attrs.get("units", "")
-    if cfg.units and not units.equivalent(cfg.units, source_units):
-        da = units.convert(da, source_units, cfg.units, step_seconds=step, zr=cfg.zr)
-    if cfg.crop_bbox is not None or cfg.crop_pixels is not None:
-        da = resample.crop(da, bbox=cfg.crop_bbox, pixels=cfg.crop_pixels)
-    if cfg.coarsen > 1:
-        da = resample.coarsen(da, cfg.coarsen)
-    if cfg.resize is not None:
-        da = resample.resize(da, tuple(cfg.resize))
-    return da
 
 
 def _channels(da: xr.DataArray) -> list[str] | None:

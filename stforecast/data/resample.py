@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xarray as xr
 
+from stforecast.data import units
 from stforecast.errors import ConfigError, InputError
+
+if TYPE_CHECKING:
+    from stforecast.config import DataConfig
 
 __all__ = ["coarsen", "coverage", "crop", "fill_missing", "resize", "spatial_dims"]
 
@@ -366,3 +370,18 @@ def fill_missing(da: xr.DataArray, value: float) -> xr.DataArray:
     out = da.where(np.isfinite(da), da.dtype.type(value))
     out.attrs = dict(da.attrs)
     return out
+
+
+def grid_frames(cfg: DataConfig, da: xr.DataArray, step: int) -> xr.DataArray:
+    """Units, then crop, coarsen/resize, as `cfg` says: the one path both `prepare` and
+    `forecast` take, so new frames go through exactly the code that prepared the training data."""
+    source_units = da.attrs.get("units", "")
+    if cfg.units and not units.equivalent(cfg.units, source_units):
+        da = units.convert(da, source_units, cfg.units, step_seconds=step, zr=cfg.zr)
+    if cfg.crop_bbox is not None or cfg.crop_pixels is not None:
+        da = crop(da, bbox=cfg.crop_bbox, pixels=cfg.crop_pixels)
+    if cfg.coarsen > 1:
+        da = coarsen(da, cfg.coarsen)
+    if cfg.resize is not None:
+        da = resize(da, tuple(cfg.resize))
+    return da

@@ -153,7 +153,7 @@ def hindcast_cases(
     skipped: list[dict[str, str]] | None = None,
 ) -> tuple[Iterator[Case], int, float]:
     """Forecasts at every reference time of an archive, through `stforecast forecast`'s path."""
-    from stforecast.data.prepare import grid_frames
+    from stforecast.data.resample import grid_frames
     from stforecast.io import open_frames
     from stforecast.operational import lead_steps, materialise, plan, processing_config
 

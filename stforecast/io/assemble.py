@@ -17,13 +17,11 @@ import xarray as xr
 from dask.base import tokenize
 
 from stforecast.errors import ConfigError, InputError, MissingVariableError
-from stforecast.io import geotiff, netcdf
+from stforecast.io import netcdf
 from stforecast.io import sources as sources_mod
 from stforecast.io import times as t
 from stforecast.io.frames import FrameRef, FrameStack, ScannedFile, Variable
 from stforecast.io.grid import Grid
-
-_SCANNERS = {"netcdf": netcdf.scan, "geotiff": geotiff.scan}
 
 
 @dataclass
@@ -119,7 +117,11 @@ def _scan(path: Path, wanted: set[str] | None, time_pattern: str | None) -> Scan
     kind = sources_mod.kind(path)
     if kind is None:
         raise InputError(f"{path}: neither NetCDF nor GeoTIFF (unknown signature and suffix)")
-    return _SCANNERS[kind](path, wanted, time_pattern)
+    if kind == "geotiff":
+        from stforecast.io import geotiff  # rasterio and GDAL load only when a GeoTIFF is read
+
+        return geotiff.scan(path, wanted, time_pattern)
+    return netcdf.scan(path, wanted, time_pattern)
 
 
 def _only_candidate(scanned: list[ScannedFile]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -88,3 +89,12 @@ def kind(path: Path) -> str | None:
     if suffix in GEOTIFF_SUFFIXES:
         return "geotiff"
     return None
+
+
+def sha256(path: str | Path, block: int = 1 << 20) -> str:
+    """A file's SHA-256, read in blocks: provenance of inputs and recipes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()

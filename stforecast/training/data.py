@@ -26,10 +26,10 @@ from torch.utils.data import Dataset
 from stforecast.config import DataConfig, Recipe
 from stforecast.data import synthetic
 from stforecast.data.dataset import WindowDataset
-from stforecast.data.prepare import prepare, sha256
+from stforecast.data.prepare import prepare
 from stforecast.data.store import read_manifest
 from stforecast.errors import ConfigError
-from stforecast.io.sources import resolve
+from stforecast.io.sources import resolve, sha256
 
 VALIDATION_SEED = 20200707  # Moving MNIST validation: training digits, its own fixed seed
 MNIST_EPOCH = 10000  # Moving MNIST sequences per training epoch (the papers' training set size)
@@ -228,7 +228,7 @@ def describe(recipe: Recipe) -> dict[str, Any]:
         frame = tuple(manifest["grid"]["shape"])
         channels = len(manifest.get("channels") or [manifest["variable"]])
     elif cfg.sources:
-        from stforecast.data.prepare import grid_frames
+        from stforecast.data.resample import grid_frames
         from stforecast.io import open_frames
 
         da = open_frames(cfg.sources, variable=cfg.variable, time_pattern=cfg.time_pattern)
