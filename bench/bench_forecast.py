@@ -6,8 +6,10 @@ forecast by the optical-flow extrapolation baseline.
 
 Each forecast is a fresh process (`stforecast forecast ... --log-json`), timed from before the
 process starts to its exit; the stage times come from its JSON log and the peak memory from
-`getrusage` of the finished child. `--help` is timed the same way. Results are printed as a
-Markdown table for docs/benchmarks.md.
+`getrusage` of the finished child. `--help` is timed the same way. Then the same forecasts through
+a resident server (`stforecast serve`, started once; each client is a fresh process with
+`--socket`), with the server's start-up time and peak memory. Results are printed as Markdown
+tables for docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -47,14 +49,18 @@ def bench_help(repeats: int) -> float:
     return statistics.median(timed([*command(), "--help"])[0] for _ in range(repeats))
 
 
-def bench_forecast(model: str, data: str, hours: float, out: Path, newest: int = 0) -> dict:
+def bench_forecast(
+    model: str, data: str, hours: float, out: Path, newest: int = 0, server: str | None = None
+) -> dict:
     """One forecast in a fresh process; `newest` > 0 passes only the newest files of a
-    directory, as examples/cron/forecast-latest.sh does."""
+    directory, as examples/cron/forecast-latest.sh does; `server`: through that socket."""
     sources = [data]
     if newest and Path(data).is_dir():
         sources = [str(p) for p in sorted(Path(data).iterdir())[-newest:]]
     args = [*command(), "forecast", *sources, "--hours", str(hours), "--model", model,
             "--out", f"{out}/", "--log-json", "--device", "cpu"]  # fmt: skip
+    if server:
+        args += ["--socket", server]
     wall, _, stdout = timed(args)
     events = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
     summary = events[-1]
@@ -73,6 +79,38 @@ def bench_forecast(model: str, data: str, hours: float, out: Path, newest: int =
         "peak_mb": summary["peak_mb"],
         "grid": summary.get("tiles"),
     }
+
+
+def start_server(model: str, sock: Path) -> tuple[subprocess.Popen, float]:
+    """`stforecast serve` with the model preloaded; (process, seconds until it listens)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([*command(), "serve", "--socket", str(sock), "-m", model,
+                             "--device", "cpu"], stderr=subprocess.PIPE, text=True)  # fmt: skip
+    first = json.loads(proc.stderr.readline() or "{}")
+    if first.get("event") != "listening":
+        proc.kill()
+        raise SystemExit(f"stforecast serve did not start: {first}")
+    return proc, time.perf_counter() - t0
+
+
+def peak_of(pid: int) -> float:
+    """Peak RSS (MB) of a running process, from /proc (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def report(label: str, runs: list[dict]) -> None:
+    best = min(runs, key=lambda r: r["wall"])
+    print(f"\n{label}\n\n| stage | seconds |\n|---|---|")
+    for key in ("start_up", "import", "load_model", "open", "read", "model", "write", "wall"):
+        print(f"| {key} | {best[key]:.3f} |")
+    outside = best["wall"] - best["model"]
+    print(f"\nleads {best['steps']}, peak {best['peak_mb']:.0f} MB; outside the model "
+          f"{outside:.2f} s, of which interpreter start, imports and model load "
+          f"{best['start_up'] + best['import'] + best['load_model']:.2f} s; walls "
+          + ", ".join(f"{r['wall']:.2f}" for r in runs))  # fmt: skip
 
 
 def bench_extrapolation(data: str, hours: float, out: Path) -> dict:
@@ -128,15 +166,21 @@ def main() -> None:
         for label, newest in (("whole directory", 0), ("newest 6 files", 6)):
             runs = [bench_forecast(args.model, args.data, args.hours, out, newest)
                     for _ in range(args.repeats)]  # fmt: skip
-            best = min(runs, key=lambda r: r["wall"])
-            print(f"\n{label}\n\n| stage | seconds |\n|---|---|")
-            for key in ("start_up", "import", "load_model", "open", "read", "model", "write",
-                        "wall"):  # fmt: skip
-                print(f"| {key} | {best[key]:.3f} |")
-            outside = best["wall"] - best["model"]
-            print(f"\nleads {best['steps']}, peak {best['peak_mb']:.0f} MB; outside the model "
-                  f"{outside:.2f} s, of which interpreter start, imports and model load "
-                  f"{best['start_up'] + best['import'] + best['load_model']:.2f} s")  # fmt: skip
+            report(label, runs)
+        sock = out / "serve.sock"
+        proc, started = start_server(args.model, sock)
+        try:
+            for label, newest in (("whole directory", 0), ("newest 6 files", 6)):
+                runs = [
+                    bench_forecast(args.model, args.data, args.hours, out, newest, str(sock))
+                    for _ in range(args.repeats + 1)
+                ][1:]  # the first job warms the readers
+                report(f"{label}, through `stforecast serve`", runs)
+            print(f"\nserver: listening {started:.2f} s after start (model loaded), "
+                  f"peak {peak_of(proc.pid):.0f} MB")  # fmt: skip
+        finally:
+            proc.terminate()
+            proc.wait(60)
         print("\n| hours | leads | peak MB | wall s |\n|---|---|---|---|")
         for h in (float(v) for v in args.memory_hours.split(",")):
             r = bench_forecast(args.model, args.data, h, out)

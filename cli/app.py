@@ -14,6 +14,7 @@ from stforecast.cli.forecast import forecast
 from stforecast.cli.models import models
 from stforecast.cli.plot import plot
 from stforecast.cli.prepare import prepare
+from stforecast.cli.serve import serve
 from stforecast.cli.synthetic import synthetic
 from stforecast.cli.train import train
 
@@ -46,6 +47,7 @@ def _root(
 app.command("prepare")(prepare)
 app.command("train")(train)
 app.command("forecast")(forecast)
+app.command("serve")(serve)
 app.command("evaluate")(evaluate)
 app.command("export")(export)
 app.command("plot")(plot)

@@ -3,6 +3,8 @@
 Exit codes (docs/operations.md): 0 written, 1 internal error, 2 usage, 3 input data, 4 input does
 not fit the model, 5 another forecast holds the output's lock. Failures print one line on stderr
 (`--debug` adds the traceback); `--log-json` prints one JSON object per stage on stdout.
+With `--socket` (or $STFORECAST_SOCKET) the job runs on a `stforecast serve` server, or here when
+none listens.
 """
 
 from __future__ import annotations
@@ -62,6 +64,16 @@ def forecast(
     ] = False,
     quiet: Annotated[bool, typer.Option(help="Print nothing on success.")] = False,
     debug: Annotated[bool, typer.Option(help="Show the traceback of a failure.")] = False,
+    socket_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--socket",
+            envvar="STFORECAST_SOCKET",
+            show_envvar=True,
+            help="Run the job on the `stforecast serve` listening here (libraries and model "
+            "already loaded); in-process, with a warning, when none does.",
+        ),
+    ] = None,
 ) -> None:
     """Forecast from the newest frames of SOURCE with a trained run; atomic, locked, for cron.
 
@@ -84,19 +96,24 @@ def forecast(
         emit({"stage": "start-up", "duration_s": age})
     try:
         t_import = time.perf_counter()
-        from stforecast.operational import forecast_to_file
+        summary = None
+        if socket_path is not None:
+            summary = _on_server(socket_path, sources, model, out, format_, steps, hours, device,
+                                 emit, quiet or log_json, debug)  # fmt: skip
+        if summary is None:
+            from stforecast.operational import forecast_to_file
 
-        emit({"stage": "import", "duration_s": time.perf_counter() - t_import})
-        summary = forecast_to_file(
-            sources,
-            model,
-            out,
-            fmt_name=format_,
-            steps=steps,
-            hours=hours,
-            device=device,
-            log=emit,
-        )
+            emit({"stage": "import", "duration_s": time.perf_counter() - t_import})
+            summary = forecast_to_file(
+                sources,
+                model,
+                out,
+                fmt_name=format_,
+                steps=steps,
+                hours=hours,
+                device=device,
+                log=emit,
+            )
     except BaseException as err:  # every failure: one line and its exit code
         raise _failure(emit, err, debug) from None
     summary["timings_s"]["start_up"] = age
@@ -106,11 +123,30 @@ def forecast(
         emit(summary)
     elif not quiet:
         t = summary["timings_s"]
+        where = " on the server" if summary.get("server") else ""
         sys.stderr.write(
-            f"{summary['steps']} leads from {summary['reference_time']} in "
+            f"{summary['steps']} leads from {summary['reference_time']}{where} in "
             f"{t['process']:.2f} s (model {t['model']:.2f} s), peak {summary['peak_mb']:.0f} MB\n"
         )
         sys.stdout.write(summary["output_file"] + "\n")
+
+
+def _on_server(socket_path, sources, model, out, format_, steps, hours, device, emit, quiet,
+               debug) -> dict[str, Any] | None:  # fmt: skip
+    """The job on the server: its summary; None when it must run here (the reason is logged)."""
+    from stforecast.service import ServerUnavailable, job_for, submit
+
+    job = job_for(sources, model, out, fmt_name=format_, steps=steps, hours=hours, device=device)
+    try:
+        result = submit(socket_path, job, emit)
+    except ServerUnavailable as why:
+        emit({"stage": "server", "fallback": str(why)})
+        if not quiet:
+            sys.stderr.write(f"warning: {why}; forecasting in-process\n")
+        return None
+    if result["exit_code"] != 0:
+        raise _error(emit, result["error"], result["exit_code"], debug, None)
+    return {**result["summary"], "server": str(socket_path)}
 
 
 def _failure(emit, err: BaseException, debug: bool) -> typer.Exit:

@@ -39,3 +39,10 @@ class LockHeldError(StforecastError):
     """Another forecast for the same output is running (exit 5)."""
 
     exit_code = 5
+
+
+class CancelledError(StforecastError):
+    """The job was cancelled (its client went away) before its output was written (exit 130,
+    as for Ctrl-C)."""
+
+    exit_code = 130

@@ -29,6 +29,7 @@ import datetime as dt
 import json
 import math
 import resource
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ from stforecast.data import transforms, units
 from stforecast.data.resample import grid_frames
 from stforecast.data.windows import fmt, iso_duration
 from stforecast.errors import (
+    CancelledError,
     ConfigError,
     InputError,
     MissingVariableError,
@@ -320,35 +322,48 @@ def predict(
     """
     import torch
 
-    _T, C, H, W = x.shape
-    with torch.inference_mode():
-        frames = torch.from_numpy(np.ascontiguousarray(x)).to(device)
-        if tile is None:
-            m = _multiple(net)
-            ph, pw = (-H) % m, (-W) % m
-            if ph or pw:
-                mode = "reflect" if ph < H and pw < W else "replicate"
-                frames = torch.nn.functional.pad(frames, (0, pw, 0, ph), mode=mode)
-            for lead in net.stream(frames[None], steps):
-                yield lead[0, :, :H, :W].float().cpu().numpy()
+    # Inference mode around each lead's computation, not across the yields: a caller that
+    # abandons the generator (a cancelled job) must not leave its thread with autograd off.
+    leads = _predict(net, x, steps, tile, overlap, batch, device)
+    while True:
+        with torch.inference_mode():
+            lead = next(leads, None)
+        if lead is None:
             return
-        rows = tile_starts(H, tile[0], overlap)
-        cols = tile_starts(W, tile[1], overlap)
-        boxes = tile_weights((H, W), tile, rows, cols)
-        crops = torch.stack([frames[:, :, r : r + tile[0], c : c + tile[1]] for r, c, _ in boxes])
-        chunks = [range(i, min(i + batch, len(boxes))) for i in range(0, len(boxes), batch)]
-        streams = [net.stream(crops[list(ch)], steps) for ch in chunks]
-        weight_sum = np.zeros((H, W), np.float32)
-        for r, c, w in boxes:
-            weight_sum[r : r + tile[0], c : c + tile[1]] += w
-        for _ in range(steps):
-            acc = np.zeros((C, H, W), np.float32)
-            for chunk, stream in zip(chunks, streams, strict=True):
-                out = next(stream).float().cpu().numpy()
-                for k, i in enumerate(chunk):
-                    r, c, w = boxes[i]
-                    acc[:, r : r + tile[0], c : c + tile[1]] += out[k] * w
-            yield acc / weight_sum
+        yield lead
+
+
+def _predict(net, x, steps, tile, overlap, batch, device) -> Iterator[np.ndarray]:
+    import torch
+
+    _T, C, H, W = x.shape
+    frames = torch.from_numpy(np.ascontiguousarray(x)).to(device)
+    if tile is None:
+        m = _multiple(net)
+        ph, pw = (-H) % m, (-W) % m
+        if ph or pw:
+            mode = "reflect" if ph < H and pw < W else "replicate"
+            frames = torch.nn.functional.pad(frames, (0, pw, 0, ph), mode=mode)
+        for lead in net.stream(frames[None], steps):
+            yield lead[0, :, :H, :W].float().cpu().numpy()
+        return
+    rows = tile_starts(H, tile[0], overlap)
+    cols = tile_starts(W, tile[1], overlap)
+    boxes = tile_weights((H, W), tile, rows, cols)
+    crops = torch.stack([frames[:, :, r : r + tile[0], c : c + tile[1]] for r, c, _ in boxes])
+    chunks = [range(i, min(i + batch, len(boxes))) for i in range(0, len(boxes), batch)]
+    streams = [net.stream(crops[list(ch)], steps) for ch in chunks]
+    weight_sum = np.zeros((H, W), np.float32)
+    for r, c, w in boxes:
+        weight_sum[r : r + tile[0], c : c + tile[1]] += w
+    for _ in range(steps):
+        acc = np.zeros((C, H, W), np.float32)
+        for chunk, stream in zip(chunks, streams, strict=True):
+            out = next(stream).float().cpu().numpy()
+            for k, i in enumerate(chunk):
+                r, c, w = boxes[i]
+                acc[:, r : r + tile[0], c : c + tile[1]] += out[k] * w
+        yield acc / weight_sum
 
 
 def _multiple(net: Any) -> int:
@@ -688,6 +703,15 @@ def output_name(template: xr.Dataset, fmt_name: str) -> str:
     return f"{var}_{model}_{ref}_{horizon}{SUFFIX[fmt_name]}"
 
 
+def _unless(cancel: threading.Event, leads: Iterator[Any]) -> Iterator[Any]:
+    for lead in leads:
+        if cancel.is_set():
+            raise CancelledError(
+                "the job was cancelled (its client went away); nothing was written"
+            )
+        yield lead
+
+
 def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -702,10 +726,13 @@ def forecast_to_file(
     hours: float | None = None,
     device: str = "auto",
     log: Log | None = None,
+    cancel: threading.Event | None = None,
 ) -> dict[str, Any]:
     """The `stforecast forecast` job: read, check, run, and write atomically under a lock.
 
     `out` is a file, or a directory (existing, or ending in `/`) that gets `output_name`.
+    Setting `cancel` (another thread: the forecast server when its client hangs up) stops the job
+    at the next lead time with `CancelledError`, and nothing is written.
     Returns a summary (output path, timings per stage, peak memory, inputs).
     """
     from stforecast.io import open_frames
@@ -755,8 +782,9 @@ def forecast_to_file(
         raise InputError(f"--out {out}: the directory {out.parent} does not exist")
 
     t2 = time.perf_counter()
+    leads = the_plan.leads if cancel is None else _unless(cancel, the_plan.leads)
     with output_lock(out):
-        write_forecast(out, the_plan.template, the_plan.leads, fmt_name)
+        write_forecast(out, the_plan.template, leads, fmt_name)
     total_write = time.perf_counter() - t2
     model_s = the_plan.timings.get("model", 0.0)
     summary = {

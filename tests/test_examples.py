@@ -59,6 +59,7 @@ def test_the_examples_are_there():
         "cron/forecast-latest.sh",
         "cron/stforecast-forecast.service",
         "cron/stforecast-forecast.timer",
+        "cron/stforecast-server.service",
     } <= names
     index = (EXAMPLES / "README.md").read_text()
     for name in ("quickstart.sh", "radar_walkthrough.sh", "geotiff_walkthrough.sh",
@@ -163,7 +164,8 @@ KNOWN = {
     "Unit": {"Description", "Documentation", "After", "Wants", "Requires", "Before"},
     "Service": {
         "Type", "User", "Group", "Environment", "ExecStart", "TimeoutStartSec", "StandardOutput",
-        "StandardError", "Nice", "WorkingDirectory", "EnvironmentFile",
+        "StandardError", "Nice", "WorkingDirectory", "EnvironmentFile", "RuntimeDirectory",
+        "RuntimeDirectoryMode", "Restart", "RestartSec", "TimeoutStopSec",
     },
     "Timer": {"OnCalendar", "AccuracySec", "Persistent", "Unit", "RandomizedDelaySec"},
     "Install": {"WantedBy"},
@@ -187,6 +189,15 @@ def test_systemd_units_are_well_formed():
     assert "--log-json" in exec_start
     for key in ("StandardOutput", "StandardError"):
         assert svc[key].startswith(("append:/", "journal", "file:/")), svc[key]
+    server = unit_file(CRON / "stforecast-server.service")
+    for section, items in server.items():
+        unknown = {k for k, _ in items} - KNOWN[section]
+        assert not unknown, f"[{section}] {unknown}"
+    srv = dict(server["Service"])
+    command = shlex.split(srv["ExecStart"])
+    assert command[1:3] == ["serve", "--socket"] and command[3].startswith("/run/stforecast/")
+    assert srv["RuntimeDirectory"] == "stforecast" and srv["RuntimeDirectoryMode"] == "0700"
+    assert f"STFORECAST_SOCKET={command[3]}" in envs  # the forecast runs use that server
     tmr = dict(timer["Timer"])
     assert tmr["Unit"] == "stforecast-forecast.service"
     assert dict(timer["Install"])["WantedBy"] == "timers.target"
@@ -202,12 +213,16 @@ def test_systemd_analyze_verify(tmp_path):
         text.replace(INSTALLED + "examples/cron/forecast-latest.sh", str(WRAPPER))
     )
     shutil.copy(CRON / "stforecast-forecast.timer", tmp_path)
+    text = (CRON / "stforecast-server.service").read_text()
+    (tmp_path / "stforecast-server.service").write_text(
+        text.replace(INSTALLED + ".venv/bin/stforecast", STFORECAST)
+    )
     calendar = dict(unit_file(CRON / "stforecast-forecast.timer")["Timer"])["OnCalendar"]
     out = subprocess.run(["systemd-analyze", "calendar", calendar], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     out = subprocess.run(
         ["systemd-analyze", "verify", "--man=no", "stforecast-forecast.service",
-         "stforecast-forecast.timer"],
+         "stforecast-forecast.timer", "stforecast-server.service"],
         capture_output=True, text=True, cwd=tmp_path,
     )  # fmt: skip
     messages = out.stdout + out.stderr

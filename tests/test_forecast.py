@@ -315,3 +315,13 @@ def test_moving_mnist_runs_cannot_forecast(plain):
         from stforecast.operational import _check_contract
 
         _check_contract(card, "run")
+
+
+def test_an_abandoned_forecast_leaves_autograd_on(plain):
+    """A cancelled job drops its lead generator half-way; the thread must still train."""
+    run = load_run(plain["run"], device="cpu")
+    x = np.zeros((4, 1, 32, 32), np.float32)
+    leads = predict(run.net, x, 5)
+    next(leads)
+    assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
+    del leads

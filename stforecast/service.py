@@ -1,0 +1,518 @@
+"""A resident forecast server: the libraries and the model stay loaded between cron runs.
+
+A cold `stforecast forecast` spends about two seconds importing torch, xarray and netCDF4 and
+loading the weights before the first frame is read. `stforecast serve` pays that once; a
+`stforecast forecast --socket PATH` then hands its job to the server over a Unix socket, prints
+what the server reports and exits with the server's exit code. The server runs exactly
+`operational.forecast_to_file` (same checks, lock, atomic write, exit codes, provenance), one
+thread per job, so two jobs for the same output still meet at its lock (exit 5).
+
+When no server listens (none started, or it died), or the server refuses the job (another
+stforecast version, another user), the client says so and runs the job in-process: a cron
+forecast never depends on the server being up.
+
+Protocol, one JSON object per line over a Unix stream socket:
+    client -> server   {"version": V, "job": {"sources": [...], "model": ..., "out": ..., ...}}
+    server -> client   {"event": {...}} per stage (what --log-json prints), then
+                       {"result": {"exit_code": N, "error": "..." | null, "summary": {...} | null}}
+                       or {"refused": "why"} (the client then runs the job itself)
+A client that hangs up (killed by `timeout`) cancels its job between two lead times; nothing is
+written, as when an in-process run is killed.
+
+Trust: the socket is created mode 0600; both ends check the peer's user with SO_PEERCRED (same
+user or root) before anything else; requests are JSON (paths are data), never pickles.
+
+This module imports only the standard library at the top, so the client stays instant; the
+server imports the engine when it starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import queue
+import select
+import signal
+import socket
+import socketserver
+import stat
+import struct
+import sys
+import threading
+import time
+import traceback
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stforecast import __version__
+from stforecast.errors import CancelledError, ConfigError, LockHeldError, StforecastError
+
+PROTOCOL = 1
+MAX_LINE = 1 << 20  # a job names files; a megabyte of JSON is far beyond any real one
+_JOB_FIELDS = {
+    "sources": list,
+    "model": str,
+    "out": str,
+    "format": (str, type(None)),
+    "steps": (int, type(None)),
+    "hours": (int, float, type(None)),
+    "device": str,
+}
+
+Event = Callable[[dict[str, Any]], None]
+
+
+# ------------------------------------------------------------------------------ both ends
+
+
+def _peer_uid(sock: socket.socket) -> int | None:
+    """The user on the other end of a Unix socket (Linux SO_PEERCRED), or None elsewhere."""
+    if not hasattr(socket, "SO_PEERCRED"):
+        return None
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)[1]
+
+
+def _trusted(sock: socket.socket) -> bool:
+    uid = _peer_uid(sock)
+    return uid is None or uid in (os.getuid(), 0)
+
+
+def _send(sock: socket.socket, message: dict[str, Any]) -> None:
+    sock.sendall((json.dumps(message, default=str) + "\n").encode())
+
+
+def _lines(sock: socket.socket) -> Iterator[dict[str, Any]]:
+    """JSON objects, one per line, until the peer closes."""
+    buffer = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return
+        buffer += chunk
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            if line.strip():
+                yield json.loads(line)
+        if len(buffer) > MAX_LINE:
+            raise ValueError("a message longer than 1 MB")
+
+
+# ------------------------------------------------------------------------------ client
+
+
+class ServerUnavailable(Exception):  # noqa: N818 (not an error: the job runs in-process)
+    """The server cannot take this job; the message says why and the caller runs it itself."""
+
+
+def submit(socket_path: str | Path, job: dict[str, Any], on_event: Event) -> dict[str, Any]:
+    """Run `job` on the server at `socket_path`; `on_event` gets each stage's event as it comes.
+
+    Returns the result `{"exit_code", "error", "summary"}`. Raises `ServerUnavailable` when no
+    server listens there, it is not ours, it refuses the job or it stops before answering.
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        try:
+            sock.connect(os.fspath(socket_path))
+        except (FileNotFoundError, ConnectionRefusedError) as err:
+            raise ServerUnavailable(f"no server listens on {socket_path}") from err
+        except OSError as err:
+            raise ServerUnavailable(
+                f"cannot reach the server on {socket_path}: {err.strerror}"
+            ) from err
+        if not _trusted(sock):
+            raise ServerUnavailable(f"the server on {socket_path} runs as another user; not used")
+        try:
+            _send(sock, {"version": PROTOCOL, "stforecast": __version__, "job": job})
+            for message in _lines(sock):
+                if "event" in message:
+                    on_event(message["event"])
+                elif "result" in message:
+                    return message["result"]
+                elif "refused" in message:
+                    raise ServerUnavailable(
+                        f"the server on {socket_path} refused the job: {message['refused']}"
+                    )
+        except (OSError, ValueError) as err:
+            raise ServerUnavailable(
+                f"the connection to the server on {socket_path} failed: {err}"
+            ) from err
+        raise ServerUnavailable(f"the server on {socket_path} stopped before finishing the job")
+    finally:
+        sock.close()
+
+
+def job_for(
+    sources: list[str],
+    model: str | Path,
+    out: str | Path,
+    *,
+    fmt_name: str | None = None,
+    steps: int | None = None,
+    hours: float | None = None,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """A job with every path made absolute here, where the user typed it (the server's working
+    directory is not the caller's); globs stay globs and a trailing `/` on `out` is kept."""
+    out_text = os.fspath(out)
+    out_abs = os.path.abspath(out_text)
+    if out_text.endswith(("/", os.sep)) and not out_abs.endswith(os.sep):
+        out_abs += os.sep
+    return {
+        "sources": [os.path.abspath(os.fspath(s)) for s in sources],
+        "model": os.path.abspath(os.fspath(model)),
+        "out": out_abs,
+        "format": fmt_name,
+        "steps": steps,
+        "hours": hours,
+        "device": device,
+    }
+
+
+# ------------------------------------------------------------------------------ server
+
+
+def _check_job(message: Any) -> dict[str, Any]:
+    if not isinstance(message, dict) or not isinstance(message.get("job"), dict):
+        raise ConfigError("the request has no job")
+    job = message["job"]
+    unknown = set(job) - set(_JOB_FIELDS)
+    if unknown:
+        raise ConfigError(f"unknown job fields: {', '.join(sorted(unknown))}")
+    for name, kind in _JOB_FIELDS.items():
+        if name not in job or not isinstance(job[name], kind) or isinstance(job[name], bool):
+            raise ConfigError(f"job field {name!r} is missing or of the wrong type")
+    if not all(isinstance(s, str) for s in job["sources"]):
+        raise ConfigError("job field 'sources' must be a list of paths")
+    return job
+
+
+class ModelCache:
+    """Loaded runs by (directory, device), reloaded when the card, weights or recipe change on
+    disk (a retrained or replaced model is picked up by the next job). Keeps the `size` most
+    recently used."""
+
+    def __init__(self, size: int = 4) -> None:
+        self._size = size
+        self._lock = threading.Lock()
+        self._runs: OrderedDict[tuple[str, str], tuple[tuple, Any]] = OrderedDict()
+
+    @staticmethod
+    def _stamp(run_dir: Path) -> tuple:
+        from stforecast.training.rundir import CARD, RECIPE, WEIGHTS
+
+        stamp = []
+        for name in (CARD, WEIGHTS, RECIPE):
+            try:
+                st = os.stat(run_dir / name)
+                stamp.append((name, st.st_mtime_ns, st.st_size, st.st_ino))
+            except OSError:
+                stamp.append((name, None))
+        return tuple(stamp)
+
+    def get(self, run_dir: str | Path, device: str = "auto") -> Any:
+        from stforecast.operational import load_run
+
+        path = Path(run_dir).resolve()
+        key = (str(path), device)
+        with self._lock:  # one load at a time: two jobs for a new model load it once
+            stamp = self._stamp(path)
+            hit = self._runs.get(key)
+            if hit is not None and hit[0] == stamp:
+                self._runs.move_to_end(key)
+                return hit[1]
+            run = load_run(path, device=device)
+            self._runs[key] = (stamp, run)
+            self._runs.move_to_end(key)
+            while len(self._runs) > self._size:
+                self._runs.popitem(last=False)
+            return run
+
+
+def _hung_up(sock: socket.socket, wake: int, cancel: threading.Event) -> None:
+    """Watch a connection while its job waits and runs: the client sends nothing after its
+    request, so readable means it hung up. Returns when `wake` (a pipe) becomes readable."""
+    while True:
+        try:
+            readable, _, _ = select.select([sock, wake], [], [])
+        except (OSError, ValueError):
+            return
+        if wake in readable:
+            return
+        try:
+            data = sock.recv(65536)
+        except OSError:
+            data = b""
+        if not data:
+            cancel.set()
+            return
+
+
+@dataclass
+class _Job:
+    """A job handed from its connection's thread to the thread that runs jobs."""
+
+    job: dict[str, Any]
+    emit: Event
+    cancel: threading.Event
+    done: threading.Event = field(default_factory=threading.Event)
+    result: tuple[int, str | None, dict[str, Any] | None] | None = None
+
+
+class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    """Connections are read and answered on their own threads; the jobs themselves run one at a
+    time on the thread that called `serve` (the main thread under the CLI): PyTorch's CPU
+    kernels measured 30-40 % slower on other threads, and concurrent jobs would only share the
+    same cores. A job waits for the one in progress."""
+
+    daemon_threads = True
+    allow_reuse_address = False
+
+    def __init__(self, path: Path, log: Event) -> None:
+        self.log = log
+        self.queue: queue.Queue[_Job] = queue.Queue()
+        self.stopping = threading.Event()  # no new jobs
+        self.closed = threading.Event()  # no job runs any more
+        super().__init__(os.fspath(path), _Handler)
+
+
+class _Handler(socketserver.BaseRequestHandler):
+    server: Server
+
+    def handle(self) -> None:
+        sock: socket.socket = self.request
+        if not _trusted(sock):
+            self._refuse("the server serves only its own user")
+            return
+        try:
+            message = next(_lines(sock), None)
+        except (OSError, ValueError) as err:
+            self.server.log({"job": None, "refused": f"unreadable request: {err}"})
+            return
+        if message is None:
+            return
+        if message.get("version") != PROTOCOL or message.get("stforecast") != __version__:
+            self._refuse(
+                f"the server runs version {__version__} (protocol {PROTOCOL}), the client "
+                f"{message.get('stforecast')} (protocol {message.get('version')}); "
+                "restart the server"
+            )
+            return
+        started = time.perf_counter()
+        try:
+            job = _check_job(message)
+        except ConfigError as err:
+            self._answer(None, (err.exit_code, str(err), None), started)
+            return
+        if self.server.stopping.is_set():
+            self._refuse("the server is stopping")
+            return
+
+        def emit(event: dict[str, Any]) -> None:
+            with contextlib.suppress(OSError):
+                _send(sock, {"event": event})
+
+        item = _Job(job, emit, threading.Event())
+        wake_r, wake_w = os.pipe()
+        watcher = threading.Thread(target=_hung_up, args=(sock, wake_r, item.cancel), daemon=True)
+        watcher.start()
+        try:
+            self.server.queue.put(item)
+            while not item.done.wait(0.2):
+                if self.server.closed.is_set():  # stopped after this job was queued
+                    break
+        finally:
+            os.write(wake_w, b"x")
+            watcher.join()
+            os.close(wake_r)
+            os.close(wake_w)
+        if item.result is None:  # never started: the server stopped first
+            self._refuse("the server stopped before the job started")
+            return
+        self._answer(job, item.result, started)
+
+    def _refuse(self, reason: str) -> None:
+        self.server.log({"job": None, "refused": reason})
+        with contextlib.suppress(OSError):
+            _send(self.request, {"refused": reason})
+
+    def _answer(self, job: dict[str, Any] | None, result: tuple, started: float) -> None:
+        code, error, summary = result
+        self.server.log(
+            {
+                "job": job,
+                "exit_code": code,
+                "error": error,
+                "output_file": (summary or {}).get("output_file"),
+                "seconds": round(time.perf_counter() - started, 3),
+            }
+        )
+        with contextlib.suppress(OSError):
+            _send(self.request, {"result": {"exit_code": code, "error": error, "summary": summary}})
+
+
+def _work(server: Server, models: ModelCache) -> None:
+    """Run queued jobs until the server stops; jobs still queued then are cancelled (their
+    clients run them in-process)."""
+    while True:
+        try:
+            item = server.queue.get(timeout=0.2)
+        except queue.Empty:
+            if server.stopping.is_set():
+                return
+            continue
+        if server.stopping.is_set():
+            item.cancel.set()
+            item.done.set()  # result None: refused, the client falls back
+            continue
+        if item.cancel.is_set():  # its client left while it waited
+            item.result = (CancelledError.exit_code, "cancelled before it started", None)
+        else:
+            item.result = run_job(item.job, models, item.emit, item.cancel)
+        item.done.set()
+
+
+def run_job(
+    job: dict[str, Any], models: ModelCache, emit: Event, cancel: threading.Event | None = None
+) -> tuple[int, str | None, dict[str, Any] | None]:
+    """One forecast job: `(exit_code, error, summary)`, every failure mapped to its exit code
+    as the CLI maps it in-process."""
+    from stforecast.operational import forecast_to_file
+
+    try:
+        t0 = time.perf_counter()
+        run = models.get(job["model"], job["device"])
+        loaded = time.perf_counter() - t0
+        summary = forecast_to_file(
+            job["sources"],
+            run,
+            job["out"],
+            fmt_name=job["format"],
+            steps=job["steps"],
+            hours=job["hours"],
+            device=job["device"],
+            log=emit,
+            cancel=cancel,
+        )
+        summary["timings_s"]["load_model"] += loaded
+        return 0, None, summary
+    except StforecastError as err:
+        return err.exit_code, str(err), None
+    except ValueError as err:
+        return 2, str(err), None
+    except Exception as err:  # a bug: the job fails with exit 1, the server keeps serving
+        tb = "".join(traceback.format_exception(err))
+        sys.stderr.write(tb)
+        return 1, f"internal error: {type(err).__name__}: {err} (a bug; see the server's log)", None
+
+
+def _claim(path: Path) -> None:
+    """Make room for the socket: a stale socket file (no server behind it) is removed; a live
+    server is `LockHeldError`; anything that is not a socket is never touched."""
+    if not path.parent.is_dir():
+        raise ConfigError(f"--socket {path}: the directory {path.parent} does not exist")
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise ConfigError(f"--socket {path}: exists and is not a socket; not replaced")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(os.fspath(path))
+    except ConnectionRefusedError:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # a server that died without cleaning up
+        return
+    except OSError as err:
+        raise ConfigError(f"--socket {path}: {err.strerror}") from err
+    finally:
+        probe.close()
+    raise LockHeldError(f"another server listens on {path}; stop it first (or use another path)")
+
+
+def serve(
+    socket_path: str | Path,
+    *,
+    models: list[str | Path] | None = None,
+    device: str = "auto",
+    log: Event | None = None,
+    ready: Callable[[], None] | None = None,
+) -> None:
+    """Serve forecast jobs on `socket_path` until SIGTERM or SIGINT (main thread) or until
+    `stop_server` is called; the job in progress finishes first. Jobs run on the calling thread.
+    `models` are loaded before the socket opens, so a bad run fails at start (exit 3/4) rather
+    than at the first job."""
+    import gc
+
+    import stforecast.operational  # noqa: F401  (every library a job needs, loaded now)
+
+    path = Path(socket_path)
+    emit = log or (lambda event: None)
+    cache = ModelCache()
+    for run_dir in models or []:
+        cache.get(run_dir, device)
+    gc.collect()
+    gc.freeze()  # the libraries' objects are permanent: later collections skip them
+
+    _claim(path)
+    old_umask = os.umask(0o177)  # the socket is created rw for its owner only
+    try:
+        server = Server(path, emit)
+    except OSError as err:
+        if err.errno == errno.EADDRINUSE:
+            raise LockHeldError(f"another server listens on {path}") from err
+        raise ConfigError(f"--socket {path}: {err.strerror}") from err
+    finally:
+        os.umask(old_umask)
+    inode = os.stat(path).st_ino
+    _SERVERS[str(path)] = server
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, lambda signum, frame: server.stopping.set())
+    listener = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2})
+    listener.start()
+    try:
+        emit(
+            {
+                "event": "listening",
+                "socket": str(path),
+                "pid": os.getpid(),
+                "models": [str(Path(m).resolve()) for m in models or []],
+                "stforecast": __version__,
+            }
+        )
+        if ready is not None:
+            ready()
+        _work(server, cache)
+    finally:
+        server.stopping.set()
+        server.closed.set()
+        server.shutdown()  # no new connections
+        listener.join()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        _SERVERS.pop(str(path), None)
+        with contextlib.suppress(OSError):
+            if os.stat(path).st_ino == inode:  # ours still, not a successor's
+                os.unlink(path)
+        server.server_close()
+        emit({"event": "stopped", "socket": str(path)})
+
+
+_SERVERS: dict[str, Server] = {}
+
+
+def stop_server(socket_path: str | Path) -> None:
+    """Stop a `serve` running in this process (from another thread), as SIGTERM does: the job
+    in progress finishes, queued ones go back to their clients."""
+    server = _SERVERS.get(str(Path(socket_path)))
+    if server is not None:
+        server.stopping.set()
