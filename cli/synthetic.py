@@ -84,7 +84,7 @@ def moving_mnist(
 
     try:
         if out.exists() and not overwrite:  # fail before generating, not after
-            raise fail(f"{out}: already exists (--overwrite replaces it)", 3)
+            raise fail(f"{out}: already exists (--overwrite replaces it)", 2)
         digits = load_mnist_images(mnist)
         frames = moving_mnist_test(
             digits, sequences, seed=MOVING_MNIST_TEST_SEED if seed is None else seed

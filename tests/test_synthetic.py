@@ -395,7 +395,7 @@ def test_write_rain_cells_round_trip(tmp_path):
 def test_writes_are_atomic_and_refuse_to_overwrite(tmp_path, monkeypatch):
     path = tmp_path / "cells.nc"
     path.write_text("precious")
-    with pytest.raises(InputError, match="already exists"):
+    with pytest.raises(ConfigError, match="already exists"):
         syn.write_rain_cells(path, frames=2)
     assert path.read_text() == "precious"
     syn.write_rain_cells(path, frames=2, overwrite=True)
@@ -414,7 +414,7 @@ def test_writes_are_atomic_and_refuse_to_overwrite(tmp_path, monkeypatch):
 
     npy = syn.write_npy(tmp_path / "a.npy", np.arange(4, dtype=np.uint8))
     np.testing.assert_array_equal(np.load(npy), np.arange(4))
-    with pytest.raises(InputError, match="already exists"):
+    with pytest.raises(ConfigError, match="already exists"):
         syn.write_npy(npy, np.zeros(1))
 
 
@@ -451,7 +451,7 @@ def test_cli_rain_cells(tmp_path):
     with xr.open_dataset(out) as ds:
         assert ds.rainrate.shape == (12, 32, 32)
         assert (np.diff(ds.time.values) == np.timedelta64(5, "m")).all()
-    one_error_line(runner.invoke(app(), args), 3, "already exists")
+    one_error_line(runner.invoke(app(), args), 2, "already exists")
     assert runner.invoke(app(), [*args, "--overwrite"]).exit_code == 0
     bad = ["synthetic", "rain-cells", "--out", str(tmp_path / "x.nc"), "--frames", "0"]
     one_error_line(runner.invoke(app(), bad), 2, "frames must be a positive integer")
@@ -468,7 +468,7 @@ def test_cli_moving_mnist(tmp_path, fake_digits):
     frames = np.load(out)
     assert frames.shape == (3, 20, 64, 64) and frames.dtype == np.uint8
     np.testing.assert_array_equal(frames, syn.moving_mnist_test(fake_digits, 3, seed=9))
-    one_error_line(runner.invoke(synthetic, args), 3, "already exists")
+    one_error_line(runner.invoke(synthetic, args), 2, "already exists")
 
     other = tmp_path / "other.npy"
     missing = ["moving-mnist", "--mnist", str(tmp_path / "no.gz"), "--out", str(other)]

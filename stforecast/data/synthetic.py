@@ -727,8 +727,9 @@ def rain_cells(
 # --------------------------------------------------------------------------------------------
 
 
-def _exists(path: Path) -> InputError:
-    return InputError(f"{path}: already exists (overwrite=True or --overwrite replaces it)")
+def _exists(path: Path) -> ConfigError:
+    """Usage, as in `prepare` (exit 2): the data is fine, the command would replace a file."""
+    return ConfigError(f"{path}: already exists (overwrite=True or --overwrite replaces it)")
 
 
 def _write_atomic(path: Path, write: Callable[[Path], None], overwrite: bool) -> Path:
