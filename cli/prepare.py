@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -117,3 +118,13 @@ def _summary(target: Path, manifest: dict, quiet: bool) -> None:
             f"gap: {gap['missing_frames']} frame(s) missing between {gap['after']} and "
             f"{gap['before']}; no window spans it"
         )
+    consequence = {
+        "validation": "training runs without validation (no best checkpoint, no early stop)",
+        "test": "`stforecast evaluate` on this store has nothing to score",
+    }
+    for split, what in consequence.items():
+        if w["counts"].get(split, 0) == 0:  # a warning, even with --quiet: on stderr
+            sys.stderr.write(
+                f"warning: no {split} windows ({manifest['split']['frames'][split]} frames in "
+                f"that split, {w['input_frames'] + w['output_frames']} per window): {what}\n"
+            )

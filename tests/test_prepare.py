@@ -188,6 +188,21 @@ def test_cli_sources_and_recipe(tmp_path):
     assert "windows 4+2" in out.stdout
 
 
+def test_cli_warns_about_empty_splits(tmp_path):
+    archive(tmp_path / "a.nc")
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(
+        '[data]\nsources = ["a.nc"]\ninput_frames = 3\noutput_frames = 2\n'
+        "split.fractions = [0.9, 0.1, 0.0]\n"
+    )
+    out = run_cli(str(recipe), "--out", str(tmp_path / "s"), "--quiet")
+    assert out.returncode == 0, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 2 and out.stdout == ""
+    assert lines[0].startswith("warning: no validation windows (3 frames in that split, 5 per")
+    assert lines[1].startswith("warning: no test windows (0 frames") and "evaluate" in lines[1]
+
+
 @pytest.mark.parametrize(
     "args, code, message",
     [
