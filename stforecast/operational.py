@@ -51,6 +51,7 @@ from stforecast.errors import (
     MissingVariableError,
     ModelMismatchError,
 )
+from stforecast.io.grid import pixel_space
 from stforecast.io.sources import sha256
 
 Log = Callable[[dict[str, Any]], None]
@@ -560,6 +561,11 @@ def _template(
     valid = reference + period
     ny, nx = da.sizes["y"], da.sizes["x"]
     crs_wkt = da.attrs.get("crs_wkt", "")
+    # A CRS without coordinates (KNMI) cannot place the grid: the file says so instead of
+    # claiming positions in it (a GIS would put pixel indices near the CRS's origin)
+    unplaced = crs_wkt if pixel_space(da["x"].attrs) or pixel_space(da["y"].attrs) else ""
+    if unplaced:
+        crs_wkt = ""
     geographic = False
     crs_attrs: dict[str, Any] = {}
     if crs_wkt:
@@ -633,6 +639,12 @@ def _template(
         "provenance": json.dumps(provenance, sort_keys=True),
         "geotransform": [float(v) for v in da.attrs.get("transform", [])] or _geotransform(da),
     }
+    if unplaced:
+        attrs["source_crs_wkt"] = unplaced
+        attrs["comment"] = (
+            "x and y are pixel indices of the source grid: its file names a CRS "
+            "(source_crs_wkt) but no coordinates, so the forecast is not georeferenced"
+        )
     coords = {
         "time": ("time", valid, {"standard_name": "time", "long_name": "valid time", "axis": "T"}),
         "forecast_period": (

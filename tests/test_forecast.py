@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -325,3 +326,34 @@ def test_an_abandoned_forecast_leaves_autograd_on(plain):
     next(leads)
     assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
     del leads
+
+
+def test_a_grid_without_coordinates_is_not_georeferenced(plain, tmp_path):
+    """KNMI's layout: a CRS in the file but no x/y. The forecast keeps x/y as pixel indices and
+    must not claim positions in that CRS (a GIS would put the grid at the CRS's origin)."""
+    from stforecast.config import ForecastConfig
+    from stforecast.io.write import write_forecast
+    from stforecast.operational import _template
+
+    ds = xr.load_dataset(plain["archive"]).isel(time=slice(-6, None)).drop_vars(["x", "y", "crs"])
+    del ds["rainrate"].attrs["grid_mapping"]
+    ds.attrs["projection"] = "+proj=stere +lat_0=90 +lon_0=0 +lat_ts=60 +a=6378137 +b=6356752"
+    ds.to_netcdf(tmp_path / "knmi_like.nc")
+    da = open_frames([str(tmp_path / "knmi_like.nc")], variable="rainrate")
+    assert "Stereographic" in da.attrs["crs_wkt"]  # the reader still knows the file's CRS
+    run = load_run(plain["run"], device="cpu")
+    template = _template(run, da, 2, ["rainrate"], "mm h-1", [], ForecastConfig())
+    assert "crs" not in template and "grid_mapping" not in template["rainrate"].attrs
+    assert template.attrs["source_crs_wkt"] == da.attrs["crs_wkt"]
+    assert template["x"].attrs["units"] == "1" and "pixels" in template["x"].attrs["long_name"]
+    leads = iter([{"rainrate": np.ones((32, 32), np.float32)}] * 2)
+    write_forecast(tmp_path / "f.nc", template, leads, "netcdf")
+    with xr.open_dataset(tmp_path / "f.nc") as out:
+        assert "crs" not in out.variables and "grid_mapping" not in out["rainrate"].attrs
+        assert "not georeferenced" in out.attrs["comment"]
+    leads = iter([{"rainrate": np.ones((32, 32), np.float32)}] * 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no NotGeoreferencedWarning on the user's terminal
+        write_forecast(tmp_path / "f.tif", template, leads, "geotiff")
+    with rasterio.open(tmp_path / "f.tif") as src:
+        assert src.crs is None and src.count == 2

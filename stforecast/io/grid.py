@@ -55,6 +55,15 @@ def _spacing(values: np.ndarray) -> float:
     return float((values[-1] - values[0]) / (values.size - 1))
 
 
+PIXEL_SPACE = "in pixels (no coordinates in the file)"  # the long_name's tail on such axes
+
+
+def pixel_space(attrs: dict) -> bool:
+    """Whether a coordinate (by its attrs) is pixel indices standing in for missing coordinates:
+    a CRS, if the file names one, cannot place such a grid."""
+    return str(attrs.get("long_name", "")).endswith(PIXEL_SPACE)
+
+
 def pixel_centres(n: int) -> np.ndarray:
     """Centres of pixels in GDAL's pixel/line space (0.5, 1.5, ...) for files without coordinates,
     which makes the transform the identity, as GDAL reports for ungeoreferenced rasters."""

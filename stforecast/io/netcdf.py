@@ -21,7 +21,7 @@ from stforecast.errors import InputError
 from stforecast.io import crs as crs_mod
 from stforecast.io import times as t
 from stforecast.io.frames import FrameRef, ScannedFile, Variable
-from stforecast.io.grid import Grid, pixel_centres
+from stforecast.io.grid import PIXEL_SPACE, Grid, pixel_centres
 from stforecast.io.handles import HandleCache
 from stforecast.io.packing import Packing
 
@@ -273,7 +273,7 @@ class _Scanner:
         var = self.vars.get(dim)
         n = len(self.ds.dimensions[dim])
         if var is None or var.dimensions != (dim,) or var.dtype.kind not in "iuf":
-            return pixel_centres(n), {"long_name": f"{axis} in pixels (no coordinates in the file)"}
+            return pixel_centres(n), {"long_name": f"{axis} {PIXEL_SPACE}"}
         values = np.ma.filled(np.ma.asarray(var[:], dtype=np.float64), np.nan).astype(np.float64)
         if not np.all(np.isfinite(values)):
             raise InputError(f"{self.path}: coordinate {dim!r} has missing values")

@@ -53,6 +53,7 @@ import contextlib
 import json
 import math
 import os
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -654,26 +655,30 @@ class _GeoTIFFWriter:
         self.env = rasterio.Env(GDAL_PAM_ENABLED="NO")
         self.env.__enter__()
         self.env_open = True
+        transform = Affine(*_geotransform(template, layout))
         try:
-            self.dst = rasterio.open(
-                tmp,
-                "w",
-                driver="GTiff",
-                width=layout.nx,
-                height=layout.ny,
-                count=layout.n,
-                dtype="float32",
-                crs=_rasterio_crs(template, layout),
-                transform=Affine(*_geotransform(template, layout)),
-                nodata=float(FILL_VALUE),
-                compress="deflate",
-                predictor=3,
-                tiled=True,
-                blockxsize=_block(layout.nx),
-                blockysize=_block(layout.ny),
-                interleave="band",
-                bigtiff="if_safer",
-            )
+            with warnings.catch_warnings():
+                # pixel space (a source without coordinates) is meant: no warning on the terminal
+                warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+                self.dst = rasterio.open(
+                    tmp,
+                    "w",
+                    driver="GTiff",
+                    width=layout.nx,
+                    height=layout.ny,
+                    count=layout.n,
+                    dtype="float32",
+                    crs=_rasterio_crs(template, layout),
+                    transform=transform,
+                    nodata=float(FILL_VALUE),
+                    compress="deflate",
+                    predictor=3,
+                    tiled=True,
+                    blockxsize=_block(layout.nx),
+                    blockysize=_block(layout.ny),
+                    interleave="band",
+                    bigtiff="if_safer",
+                )
             tags = _attrs(template.attrs, numeric_lists=False)
             tags = {
                 k: v if isinstance(v, str) else json.dumps(v, default=_json_default)
