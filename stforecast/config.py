@@ -93,6 +93,11 @@ class DataConfig(_Strict):
         None, description="expected time step in seconds (default: the archive's own)"
     )
     units: str | None = Field(None, description="convert to these units, e.g. 'mm/h'")
+    source_units: str | None = Field(
+        None,
+        description="the sources' units, replacing their own `units` attribute where that is "
+        "free text (KNMI: 'mm' per time step; RADOLAN RW: 'mm')",
+    )
     zr: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]] = Field(
         (200.0, 1.6), description="Z = a R^b for dBZ <-> rain rate"
     )
@@ -127,6 +132,14 @@ class DataConfig(_Strict):
             r0, r1, c0, c1 = self.crop_pixels
             if min(self.crop_pixels) < 0 or r1 <= r0 or c1 <= c0:
                 raise ValueError("crop_pixels must be row0 < row1, col0 < col1, all >= 0")
+        if self.source_units is not None:
+            from stforecast.data.units import quantity
+
+            if quantity(self.source_units) is None:
+                raise ValueError(
+                    f"source_units {self.source_units!r} is not a unit stforecast can convert "
+                    "(e.g. 'mm', 'mm/h', 'kg m-2 s-1', 'dBZ', 'K')"
+                )
         return self
 
     @property

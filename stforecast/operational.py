@@ -428,7 +428,7 @@ def plan(
     wanted_times = _expected_times(frames["time"].values.max(), run.step, run.input_frames)
     chosen = select_frames(frames, run, opts.allow_missing_frames)
     processing = contract["processing"]
-    source_units = chosen.attrs.get("units", "")
+    source_units = processing.get("source_units") or chosen.attrs.get("units", "")
     _check_units(source_units, processing, contract, run.step)
     da = grid_frames(processing_config(contract), chosen, run.step)
     if not units.equivalent(da.attrs.get("units", ""), contract["units"]):
@@ -490,7 +490,10 @@ def processing_config(contract: dict[str, Any]):
     `prepare.grid_frames`: new frames go through what the training frames went through."""
     processing = contract["processing"]
     return data_config(
-        **{k: processing.get(k) for k in ("units", "crop_bbox", "crop_pixels", "resize")},
+        **{
+            k: processing.get(k)
+            for k in ("units", "source_units", "crop_bbox", "crop_pixels", "resize")
+        },
         zr=tuple(processing.get("zr") or units.MARSHALL_PALMER),
         coarsen=processing.get("coarsen") or 1,
     )

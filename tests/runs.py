@@ -3,8 +3,11 @@ the forecast, export and evaluate tests. Each is built once per test session."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import xarray as xr
 
 from stforecast.config import Recipe, data_config
 from stforecast.data.prepare import prepare
@@ -23,18 +26,26 @@ def make_run(
     crop: int | None = None,
     coverage_radius_km: float | None = 14.0,
     steps: int = 6,
+    edit: Callable[[xr.Dataset], xr.Dataset] | None = None,
+    data: dict[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Archive `root/rain.nc` (size x size, 10 min, km grid), store `root/prepared`, run `root/run`.
 
     `crop` trains on random crops, so the model's native frame is smaller than the card's grid
     (forecasts are tiled); `options` e.g. `{"norm": "channel", "window": 4}` make it size-free.
+    `edit` rewrites the archive before it is prepared; `data` adds `[data]` fields.
     """
     root.mkdir(parents=True, exist_ok=True)
     archive = write_rain_cells(
         root / "rain.nc", frames=frames, size=size, seed=3, coverage_radius_km=coverage_radius_km
     )
+    if edit is not None:
+        edited = edit(xr.load_dataset(archive))
+        archive.unlink()
+        edited.to_netcdf(archive)
     store = root / "prepared"
     cfg = data_config(
+        **(data or {}),
         sources=[str(archive)],
         transform="log1p",
         input_frames=4,

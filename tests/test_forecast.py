@@ -357,3 +357,47 @@ def test_a_grid_without_coordinates_is_not_georeferenced(plain, tmp_path):
         write_forecast(tmp_path / "f.tif", template, leads, "geotiff")
     with rasterio.open(tmp_path / "f.tif") as src:
         assert src.crs is None and src.count == 2
+
+
+def _free_text_accumulation(ds: xr.Dataset) -> xr.Dataset:
+    """The archive as KNMI writes it: mm per 10 min, units in words."""
+    ds = ds.copy()
+    ds["rainrate"] = ds["rainrate"] / 6.0
+    ds["rainrate"].attrs = {**ds["rainrate"].attrs, "units": "mm accumulated over 10 min"}
+    return ds
+
+
+@pytest.fixture(scope="module")
+def declared(tmp_path_factory):
+    """Trained on an archive whose units are free text, declared by `source_units`."""
+    return make_run(tmp_path_factory.mktemp("declared"), edit=_free_text_accumulation,
+                    data={"source_units": "mm", "units": "mm/h"})  # fmt: skip
+
+
+def test_declared_source_units_convert_in_prepare_and_forecast(declared, plain, tmp_path):
+    manifest = json.loads((declared["store"] / "manifest.json").read_text())
+    assert manifest["units"] == "mm h-1" and manifest["processing"]["source_units"] == "mm"
+    stored = xr.open_zarr(declared["store"])["frames"]
+    raw = xr.load_dataset(declared["archive"])["rainrate"].values
+    got = np.expm1(stored.isel(time=5).values.squeeze())  # log1p of mm/h in the store
+    wet = np.isfinite(raw[5]) & (raw[5] > 0)
+    assert wet.any()
+    np.testing.assert_allclose(got[wet], raw[5][wet] * 6.0, rtol=1e-5)  # mm per 10 min -> mm/h
+    out = tmp_path / "f.nc"
+    res = cli("forecast", str(declared["archive"]), "--steps", "2", "--model",
+              str(declared["run"]), "--out", str(out))  # fmt: skip
+    assert res.exit_code == 0, res.output
+    with xr.open_dataset(out) as ds:
+        assert ds["rainrate"].attrs["units"] == "mm h-1"
+    # the same words without the declaration cannot be converted: a model without it refuses
+    res = cli("forecast", str(declared["archive"]), "--steps", "2", "--model", str(plain["run"]),
+              "--out", str(tmp_path / "g.nc"))  # fmt: skip
+    assert res.exit_code == 4 and "cannot be converted" in res.stderr
+
+
+def test_source_units_must_be_convertible():
+    from stforecast.config import data_config
+    from stforecast.errors import ConfigError
+
+    with pytest.raises((ConfigError, ValueError), match="source_units"):
+        data_config(sources=["x.nc"], source_units="mm accumulated over 10 min")

@@ -249,6 +249,7 @@ def _manifest(cfg, da, line, split_ids, starts, transform, channels, stats) -> d
         },
         "processing": {
             "units": cfg.units,
+            "source_units": cfg.source_units,
             "zr": list(cfg.zr),
             "crop_bbox": cfg.crop_bbox,
             "crop_pixels": cfg.crop_pixels,

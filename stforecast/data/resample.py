@@ -374,7 +374,10 @@ def fill_missing(da: xr.DataArray, value: float) -> xr.DataArray:
 
 def grid_frames(cfg: DataConfig, da: xr.DataArray, step: int) -> xr.DataArray:
     """Units, then crop, coarsen/resize, as `cfg` says: the one path both `prepare` and
-    `forecast` take, so new frames go through exactly the code that prepared the training data."""
+    `forecast` take, so new frames go through exactly the code that prepared the training data.
+    `cfg.source_units` replaces the files' own units (free text in some archives)."""
+    if cfg.source_units:
+        da = da.assign_attrs(units=cfg.source_units)
     source_units = da.attrs.get("units", "")
     if cfg.units and not units.equivalent(cfg.units, source_units):
         da = units.convert(da, source_units, cfg.units, step_seconds=step, zr=cfg.zr)
