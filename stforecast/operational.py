@@ -435,6 +435,10 @@ def plan(
         raise ModelMismatchError(
             f"input units {da.attrs.get('units')!r} differ from the model's {contract['units']!r}"
         )
+    for name, have, want in zip(names, da.attrs.get("channel_units") or [],
+                                contract.get("channel_units") or [], strict=False):  # fmt: skip
+        if not units.equivalent(have, want):
+            raise ModelMismatchError(f"input units of {name!r} are {have!r}, the model's {want!r}")
     check_grid(da, contract)
     if "channel" not in da.dims:
         da = da.expand_dims("channel", axis=1)
@@ -588,14 +592,15 @@ def _template(
         y_attrs = {"long_name": "row", "units": "1", **y_attrs, "axis": "Y"}
 
     target_units = contract["units"]
+    channel_units = contract.get("channel_units") or [target_units] * len(names)
     standard = _standard_name(da.attrs, source_units, target_units)
     long_names = da.attrs.get("channel_long_names") or [da.attrs.get("long_name", "")] * len(names)
     if not units.equivalent(source_units, target_units):  # the source's name no longer fits
         quantity = units.quantity(target_units) or ""
         long_names = [_LONG_NAMES.get(quantity, n) for n in long_names]
     data_vars: dict[str, Any] = {}
-    for name, long_name in zip(names, long_names, strict=True):
-        attrs = {"units": target_units, "long_name": long_name or name}
+    for name, long_name, unit in zip(names, long_names, channel_units, strict=True):
+        attrs = {"units": unit, "long_name": long_name or name}
         if standard and len(names) == 1:
             attrs["standard_name"] = standard
         if crs_wkt:

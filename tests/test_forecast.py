@@ -401,3 +401,36 @@ def test_source_units_must_be_convertible():
 
     with pytest.raises((ConfigError, ValueError), match="source_units"):
         data_config(sources=["x.nc"], source_units="mm accumulated over 10 min")
+
+
+def _with_temperature(ds: xr.Dataset) -> xr.Dataset:
+    ds = ds.copy()
+    ds["temp"] = 280.0 + ds["rainrate"].fillna(0.0)
+    ds["temp"].attrs = {"units": "K", "long_name": "air temperature", "grid_mapping": "crs"}
+    return ds
+
+
+@pytest.fixture(scope="module")
+def two_channels(tmp_path_factory):
+    return make_run(tmp_path_factory.mktemp("channels"), edit=_with_temperature,
+                    data={"variable": ["rainrate", "temp"]})  # fmt: skip
+
+
+def test_channels_keep_their_own_units(two_channels, tmp_path):
+    card = json.loads((two_channels["run"] / "model.json").read_text())
+    assert card["input"]["channel_units"] == ["mm h-1", "K"]
+    out = tmp_path / "f.nc"
+    res = cli("forecast", str(two_channels["archive"]), "--steps", "2", "--model",
+              str(two_channels["run"]), "--out", str(out))  # fmt: skip
+    assert res.exit_code == 0, res.output
+    with xr.open_dataset(out) as ds:
+        assert ds["rainrate"].attrs["units"] == "mm h-1" and ds["temp"].attrs["units"] == "K"
+        assert ds["temp"].attrs["long_name"] == "air temperature"
+    celsius = xr.load_dataset(two_channels["archive"])
+    celsius["temp"] = celsius["temp"] - 273.15
+    celsius["temp"].attrs["units"] = "degC"
+    celsius.to_netcdf(tmp_path / "celsius.nc")
+    res = cli("forecast", str(tmp_path / "celsius.nc"), "--steps", "2", "--model",
+              str(two_channels["run"]), "--out", str(tmp_path / "g.nc"))  # fmt: skip
+    assert res.exit_code == 4 and "'temp' are 'degC', the model's 'K'" in res.stderr
+    assert not (tmp_path / "g.nc").exists()

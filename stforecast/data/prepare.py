@@ -203,6 +203,7 @@ def _manifest(cfg, da, line, split_ids, starts, transform, channels, stats) -> d
         "variable": variable if channels is None else channels,
         "channels": channels,
         "units": da.attrs.get("units", ""),
+        "channel_units": da.attrs.get("channel_units") if channels else None,
         "long_name": da.attrs.get("long_name", ""),
         "transform": {
             "name": transform.name,

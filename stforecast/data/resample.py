@@ -378,6 +378,8 @@ def grid_frames(cfg: DataConfig, da: xr.DataArray, step: int) -> xr.DataArray:
     `cfg.source_units` replaces the files' own units (free text in some archives)."""
     if cfg.source_units:
         da = da.assign_attrs(units=cfg.source_units)
+        if "channel_units" in da.attrs:
+            da.attrs["channel_units"] = [cfg.source_units] * len(da.attrs["channel_units"])
     source_units = da.attrs.get("units", "")
     if cfg.units and not units.equivalent(cfg.units, source_units):
         da = units.convert(da, source_units, cfg.units, step_seconds=step, zr=cfg.zr)

@@ -288,6 +288,8 @@ def _apply(fn: Any, x: Any, units: str) -> Any:
     if isinstance(x, xr.DataArray):
         out = x.copy(data=fn(x.data))
         out.attrs["units"] = units
+        if "channel_units" in out.attrs:  # one conversion for all channels: they share units now
+            out.attrs["channel_units"] = [units] * len(out.attrs["channel_units"])
         # The on-disk packing of the source (int16 + scale_factor, _FillValue) no longer fits.
         for key in ("dtype", "scale_factor", "add_offset", "_FillValue", "missing_value", "units"):
             out.encoding.pop(key, None)

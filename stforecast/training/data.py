@@ -127,6 +127,7 @@ def _store_data(recipe: Recipe, store: Path) -> TrainingData:
         "variable": manifest["variable"],
         "channels": manifest.get("channels"),
         "units": manifest["units"],
+        "channel_units": manifest.get("channel_units"),
         "transform": manifest["transform"],
         "missing": {k: manifest["missing"][k] for k in ("fill_value", "fill_value_normalised")},
         "grid": manifest["grid"],
