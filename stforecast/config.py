@@ -113,7 +113,10 @@ class DataConfig(_Strict):
     )
     transform: str = Field("none", description="log1p, dbr, minmax, zscore, none")
     transform_options: dict[str, Any] = Field(default_factory=dict)
-    fill_value: float = Field(0.0, description="physical value written where data is missing")
+    fill_value: float | list[float] = Field(
+        0.0,
+        description="physical value written where data is missing; a list gives one per channel",
+    )
     input_frames: Annotated[int, Field(ge=1)] = 10
     output_frames: Annotated[int, Field(ge=1)] = 10
     stride: Annotated[int, Field(ge=1)] = 1

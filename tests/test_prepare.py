@@ -322,3 +322,21 @@ def test_missing_path_and_empty_glob(tmp_path):
         out = run_cli(str(source), "--out", str(tmp_path / "s"), "--quiet")
         assert out.returncode == 3 and str(source.name) in out.stderr and message in out.stderr
         assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_channels_get_their_own_fill_values_and_units(tmp_path):
+    """WFDE5 as four channels (55 % sea is missing): a fill per channel, each channel's units."""
+    sources = [str(shared("wfde5-gb-201701"))]
+    names = ["Tair", "pr", "Qair", "Wind"]
+    cfg_ = data_config(sources=sources, variable=names, fill_value=[273.15, 0.0, 0.004, 0.0],
+                       input_frames=4, output_frames=4, transform="zscore")  # fmt: skip
+    m = prepare(cfg_, tmp_path / "s")
+    assert m["missing"]["fill_value"] == [273.15, 0.0, 0.004, 0.0]
+    assert m["channel_units"] == ["K", "kg m-2 s-1", "kg kg-1", "m s-1"]
+    params = m["transform"]["params"]
+    fills = [273.15, 0.0, 0.004, 0.0]
+    want = [(f - p["mean"]) / p["std"] for f, p in zip(fills, params, strict=True)]
+    np.testing.assert_allclose(m["missing"]["fill_value_normalised"], want, rtol=1e-6)
+    with pytest.raises(ConfigError, match="fill_value: 2 values for 4 channel"):
+        prepare(cfg_.model_copy(update={"fill_value": [0.0, 0.0]}), tmp_path / "t")
+    assert not (tmp_path / "t").exists()

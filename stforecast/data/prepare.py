@@ -73,6 +73,7 @@ def prepare(
     report = progress or (lambda stage, done, total: None)
 
     da = open_frames(cfg.sources, variable=cfg.variable, time_pattern=cfg.time_pattern)
+    _physical_fills(cfg, da.sizes.get("channel", 1))  # a wrong count fails before any reading
     step = cfg.time_step or da.attrs.get("time_step")
     if not step:
         raise InputError("cannot infer the time step from a single frame; set data.time_step")
@@ -179,10 +180,18 @@ def _write(cfg, da, line, split_ids, transform, tmp: Path, report: Progress) -> 
     return {"params": params, "fills": fills, "valid_counts": valid_counts}
 
 
+def _physical_fills(cfg: DataConfig, channels: int) -> list[float]:
+    if not isinstance(cfg.fill_value, list):
+        return [float(cfg.fill_value)] * channels
+    if len(cfg.fill_value) != channels:
+        raise ConfigError(f"fill_value: {len(cfg.fill_value)} values for {channels} channel(s)")
+    return [float(v) for v in cfg.fill_value]
+
+
 def _fill_values(cfg: DataConfig, params: list[dict], transform) -> dict:
-    """The value written where data is missing: `fill_value` (physical units) for every channel,
-    through the transform."""
-    physical = [float(cfg.fill_value)] * len(params)
+    """The value written where data is missing: `fill_value` (physical units; one for every
+    channel, or one per channel), through the transform."""
+    physical = _physical_fills(cfg, len(params))
     normalised = [
         float(np.asarray(transform.forward(np.array([p], dtype=np.float64), params[c]))[0])
         for c, p in enumerate(physical)
