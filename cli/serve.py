@@ -36,9 +36,11 @@ def serve(
 ) -> None:
     """Keep the libraries and models loaded; run the jobs of `stforecast forecast --socket`.
 
-    Jobs run exactly as in-process forecasts (checks, lock, atomic write, exit codes); a model
-    whose files change on disk is reloaded. Logs one JSON object per job on stderr; SIGTERM or
-    Ctrl-C stops it after the jobs in flight. Exit 5 when another server holds the socket.
+    Jobs run one at a time exactly as in-process forecasts (checks, lock, atomic write, codes).
+
+    A model whose files change on disk is reloaded. One JSON line per job goes to stderr.
+
+    SIGTERM or Ctrl-C stops after the job in progress; exit 5 if the socket is in use.
 
     Example: stforecast serve --socket /run/stforecast/forecast.sock -m runs/radar
     """
