@@ -357,3 +357,33 @@ def test_serve_command_runs_jobs_and_stops_on_sigterm(plain, sock_dir, tmp_path)
 def test_serve_needs_a_socket():
     res = cli("serve", env={"STFORECAST_SOCKET": ""})
     assert res.exit_code == 2 and "STFORECAST_SOCKET" in res.stderr
+
+
+def test_stopping_finishes_the_job_in_progress_and_hands_back_the_queue(sock_dir, plain, tmp_path):
+    running = Running(sock_dir / "s.sock", [plain["run"]])
+    first = service.job_for([str(plain["archive"])], plain["run"], tmp_path / "a.nc", steps=1500)
+    second = service.job_for([str(plain["archive"])], plain["run"], tmp_path / "b.nc", steps=2)
+    results: dict[str, object] = {}
+    started = threading.Event()
+
+    def client(name: str, job: dict) -> None:
+        def on_event(event: dict) -> None:
+            if event.get("stage") == "read":
+                started.set()
+
+        try:
+            results[name] = service.submit(running.path, job, on_event)
+        except service.ServerUnavailable as why:
+            results[name] = why
+
+    a = threading.Thread(target=client, args=("a", first))
+    a.start()
+    assert started.wait(60)  # the first job runs
+    b = threading.Thread(target=client, args=("b", second))
+    b.start()
+    time.sleep(0.5)  # the second is queued behind it
+    running.stop()
+    a.join(60), b.join(60)
+    assert results["a"]["exit_code"] == 0 and (tmp_path / "a.nc").is_file()
+    assert isinstance(results["b"], service.ServerUnavailable), results["b"]
+    assert "stopp" in str(results["b"]) and not (tmp_path / "b.nc").exists()
