@@ -67,6 +67,9 @@ def evaluate(
         int | None, typer.Option(help="Hindcast: lead times (default: the model's).")
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    best: Annotated[
+        bool, typer.Option(help="Score the best validation weights instead of the final ones.")
+    ] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar or table.")] = False,
 ) -> None:
     """Score a run and the baselines by the same code: metrics.json, report.html, report.md.
@@ -100,17 +103,17 @@ def evaluate(
             recipe = load_recipe(run_recipe, overrides)
         seconds = parse_duration(every) if every else None
         out_dir = out or model / "evaluation"
-        doc = _run(model, out_dir, recipe, data, start, end, seconds, steps, device, quiet)
+        doc = _run(model, out_dir, recipe, data, start, end, seconds, steps, device, best, quiet)
     if not quiet:
         _show(doc, out_dir)
 
 
-def _run(model, out_dir, recipe, data, start, end, every, steps, device, quiet):
+def _run(model, out_dir, recipe, data, start, end, every, steps, device, best, quiet):
     from stforecast.evaluation.evaluate import evaluate as run
 
     kwargs = dict(
         recipe=recipe, sources=data or None, start=start, end=end, every=every, steps=steps,
-        device=device,
+        device=device, best=best,
     )  # fmt: skip
     if quiet:
         return run(model, out_dir, **kwargs)

@@ -163,3 +163,24 @@ def test_moving_mnist_table(tmp_path):
 def test_store_with_nan_coverage_excluded(run):
     ds = xr.open_zarr(run["store"])
     assert not bool(ds["coverage"].all())  # the fixture has a radar range: exclusions matter
+
+
+def test_best_weights_are_scored_and_named(run, scored, tmp_path):
+    """`best=True` scores checkpoints/best.safetensors (here: altered, so it differs from the
+    final weights) and says so in metrics.json; the baselines are untouched."""
+    import hashlib
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    copy = tmp_path / "run"
+    shutil.copytree(run["run"], copy)
+    best = copy / "checkpoints" / "best.safetensors"
+    save_file({k: v * 0.5 for k, v in load_file(best).items()}, best)
+    doc = evaluate(copy, tmp_path / "out", device="cpu", best=True)
+    final = scored[0]
+    assert final["model"]["weights"] == "final"
+    assert doc["model"]["weights"].startswith("best validation (step ")
+    assert doc["model"]["weights_sha256"] == hashlib.sha256(best.read_bytes()).hexdigest()
+    assert doc["methods"]["model"]["mse"] != final["methods"]["model"]["mse"]
+    assert doc["methods"]["persistence"] == final["methods"]["persistence"]

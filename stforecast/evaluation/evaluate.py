@@ -406,6 +406,7 @@ def metrics_document(
             "architecture": card["architecture"].get("name"),
             "parameters": card["architecture"].get("parameters"),
             "weights_sha256": card["weights"].get("sha256"),
+            "weights": card["weights"].get("scored", "final"),
         },
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "software": f"stforecast {__version__}",
@@ -413,6 +414,12 @@ def metrics_document(
 
 
 # ------------------------------------------------------------------------------ the job
+
+
+def _sha256_of(path: Path) -> str:
+    from stforecast.io.sources import sha256
+
+    return sha256(path)
 
 
 def evaluate(
@@ -426,10 +433,12 @@ def evaluate(
     every: int | None = None,
     steps: int | None = None,
     device: str = "auto",
+    best: bool = False,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Score `model` (a run directory) and the baselines; write `metrics.json`, `report.html`,
-    `report.md` (and figures) into `out_dir`. Returns the metrics document.
+    `report.md` (and figures) into `out_dir`. Returns the metrics document. `best` scores the
+    weights of the best validation instead of the final ones.
 
     Data: `sources` (raw files) -> hindcast; else `recipe` (or the run's own recipe) -> its
     prepared store's test split (prepared into the cache from its sources if needed), or the
@@ -445,7 +454,15 @@ def evaluate(
     recipe = recipe or run_recipe(run_dir)
     opts = recipe.evaluate if recipe is not None else EvaluateConfig()
     torch_device = device_for(device)
-    net, card = load_model(run_dir, device=torch_device)
+    net, card = load_model(run_dir, best=best, device=torch_device)
+    if best:  # the card describes the final weights; say which ones were scored
+        step = (card.get("metrics", {}).get("best") or {}).get("step")
+        weights = {
+            **card["weights"],
+            "scored": f"best validation (step {step})",
+            "sha256": _sha256_of(run_dir / card["weights"]["best"]),
+        }
+        card = {**card, "weights": weights}
     run = Run(net, card, run_dir, torch_device)
     contract = card["input"]
     mnist = contract.get("variable") == "moving_mnist"
