@@ -4,15 +4,17 @@ A cold `stforecast forecast` spends about two seconds importing torch, xarray an
 loading the weights before the first frame is read. `stforecast serve` pays that once; a
 `stforecast forecast --socket PATH` then hands its job to the server over a Unix socket, prints
 what the server reports and exits with the server's exit code. The server runs exactly
-`operational.forecast_to_file` (same checks, lock, atomic write, exit codes, provenance), one
-thread per job, so two jobs for the same output still meet at its lock (exit 5).
+`operational.forecast_to_file` (same checks, lock, atomic write, exit codes, provenance). Jobs
+run one at a time on the server's main thread (see `Server`); a server job and an in-process run
+for the same output still meet at its lock (exit 5).
 
 When no server listens (none started, or it died), or the server refuses the job (another
 stforecast version, another user), the client says so and runs the job in-process: a cron
 forecast never depends on the server being up.
 
 Protocol, one JSON object per line over a Unix stream socket:
-    client -> server   {"version": V, "job": {"sources": [...], "model": ..., "out": ..., ...}}
+    client -> server   {"version": V, "stforecast": "x.y.z",
+                        "job": {"sources": [...], "model": ..., "out": ..., ...}}
     server -> client   {"event": {...}} per stage (what --log-json prints), then
                        {"result": {"exit_code": N, "error": "..." | null, "summary": {...} | null}}
                        or {"refused": "why"} (the client then runs the job itself)
