@@ -22,17 +22,6 @@ from stforecast.io import open_frames
 from stforecast.operational import load_run, processing_config
 
 
-def departures(flow: np.ndarray, steps: int):
-    """Departure points per lead, traced back as `baselines.advect` does."""
-    H, W = flow.shape[1:]
-    pr, pc = np.meshgrid(np.arange(H, dtype=float), np.arange(W, dtype=float), indexing="ij")
-    for _ in range(steps):
-        at = np.stack([pr, pc])
-        pr = pr - ndi.map_coordinates(flow[0], at, order=1, mode="nearest")
-        pc = pc - ndi.map_coordinates(flow[1], at, order=1, mode="nearest")
-        yield np.stack([pr, pc])
-
-
 def counts(forecast: np.ndarray, truth: np.ndarray, mask: np.ndarray, thr: float) -> np.ndarray:
     f, o = forecast[mask] >= thr, truth[mask] >= thr
     return np.array([(f & o).sum(), (f & ~o).sum(), (~f & o).sum()], dtype=float)
@@ -66,7 +55,7 @@ def main() -> None:
         speeds.append(float(np.hypot(*flow).mean()))
         cov = np.isfinite(x[-1])
         filled = np.where(cov, x[-1], np.nanmin(x[-1]))
-        for k, at in enumerate(departures(flow, steps)):
+        for k, at in enumerate(baselines.departures(flow, steps)):
             inside = ndi.map_coordinates(cov.astype(float), at, order=0, cval=0.0) > 0
             nearest = ndi.map_coordinates(filled, at, order=0, cval=float(np.nanmin(x[-1])))
             m = cov & np.isfinite(y[k])

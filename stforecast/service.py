@@ -202,7 +202,6 @@ class ModelCache:
 
     def __init__(self, size: int = 4) -> None:
         self._size = size
-        self._lock = threading.Lock()
         self._runs: OrderedDict[tuple[str, str], tuple[tuple, Any]] = OrderedDict()
 
     @staticmethod
@@ -223,18 +222,17 @@ class ModelCache:
 
         path = Path(run_dir).resolve()
         key = (str(path), device)
-        with self._lock:  # one load at a time: two jobs for a new model load it once
-            stamp = self._stamp(path)
-            hit = self._runs.get(key)
-            if hit is not None and hit[0] == stamp:
-                self._runs.move_to_end(key)
-                return hit[1]
-            run = load_run(path, device=device)
-            self._runs[key] = (stamp, run)
+        stamp = self._stamp(path)
+        hit = self._runs.get(key)
+        if hit is not None and hit[0] == stamp:
             self._runs.move_to_end(key)
-            while len(self._runs) > self._size:
-                self._runs.popitem(last=False)
-            return run
+            return hit[1]
+        run = load_run(path, device=device)
+        self._runs[key] = (stamp, run)
+        self._runs.move_to_end(key)
+        while len(self._runs) > self._size:
+            self._runs.popitem(last=False)
+        return run
 
 
 def _hung_up(sock: socket.socket, wake: int, cancel: threading.Event) -> None:
@@ -274,7 +272,6 @@ class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     same cores. A job waits for the one in progress."""
 
     daemon_threads = True
-    allow_reuse_address = False
 
     def __init__(self, path: Path, log: Event) -> None:
         self.log = log

@@ -15,7 +15,7 @@ New baselines are added with the :func:`register` decorator and looked up with :
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -184,29 +184,33 @@ def estimate_motion(frames: np.ndarray) -> np.ndarray:
     return np.stack([ndi.map_coordinates(v, [rr, cc], order=1, mode="nearest") for v in flow])
 
 
-def advect(field: np.ndarray, flow: np.ndarray, steps: int, outside: float) -> np.ndarray:
-    """Semi-Lagrangian backward advection of ``field`` (H, W, finite) along a stationary ``flow``.
-
-    For each output pixel the departure point is traced back one step at a time,
-    ``p_k = p_{k-1} - v(p_{k-1})`` with ``v`` interpolated bilinearly at ``p_{k-1}``, so curved
-    and varying flow is followed; lead k samples ``field`` once at ``p_k`` (bilinear, no
-    accumulated smoothing). Departure points outside the domain take the value ``outside``.
-    """
-    H, W = field.shape
-    src = np.asarray(field, dtype=np.float32)
+def departures(flow: np.ndarray, steps: int) -> Iterator[np.ndarray]:
+    """Departure points ``(2, H, W)`` (rows, cols) of every pixel for leads 1..``steps`` along a
+    stationary ``flow``, traced back one step at a time: ``p_k = p_{k-1} - v(p_{k-1})`` with
+    ``v`` interpolated bilinearly at ``p_{k-1}``, so curved and varying flow is followed."""
+    H, W = flow.shape[1:]
     vr = np.asarray(flow[0], dtype=np.float32)
     vc = np.asarray(flow[1], dtype=np.float32)
     pr, pc = np.meshgrid(
         np.arange(H, dtype=np.float64), np.arange(W, dtype=np.float64), indexing="ij"
     )
-    out = np.empty((steps, H, W), dtype=np.float32)
-    for k in range(steps):
+    for _ in range(steps):
         coords = np.stack([pr, pc])
         pr = pr - ndi.map_coordinates(vr, coords, order=1, mode="nearest")
         pc = pc - ndi.map_coordinates(vc, coords, order=1, mode="nearest")
-        out[k] = ndi.map_coordinates(
-            src, np.stack([pr, pc]), order=1, mode="constant", cval=outside
-        )
+        yield np.stack([pr, pc])
+
+
+def advect(field: np.ndarray, flow: np.ndarray, steps: int, outside: float) -> np.ndarray:
+    """Semi-Lagrangian backward advection of ``field`` (H, W, finite) along a stationary ``flow``.
+
+    Lead k samples ``field`` once at the :func:`departures` point ``p_k`` (bilinear, no
+    accumulated smoothing). Departure points outside the domain take the value ``outside``.
+    """
+    src = np.asarray(field, dtype=np.float32)
+    out = np.empty((steps, *src.shape), dtype=np.float32)
+    for k, at in enumerate(departures(flow, steps)):
+        out[k] = ndi.map_coordinates(src, at, order=1, mode="constant", cval=outside)
     return out
 
 

@@ -416,12 +416,6 @@ def metrics_document(
 # ------------------------------------------------------------------------------ the job
 
 
-def _sha256_of(path: Path) -> str:
-    from stforecast.io.sources import sha256
-
-    return sha256(path)
-
-
 def evaluate(
     model: str | Path,
     out_dir: str | Path,
@@ -445,6 +439,7 @@ def evaluate(
     Moving MNIST test set.
     """
     from stforecast.evaluation.report import write_report
+    from stforecast.io.sources import sha256
     from stforecast.operational import Run, device_for, run_recipe
     from stforecast.training import load_model
 
@@ -460,7 +455,7 @@ def evaluate(
         weights = {
             **card["weights"],
             "scored": f"best validation (step {step})",
-            "sha256": _sha256_of(run_dir / card["weights"]["best"]),
+            "sha256": sha256(run_dir / card["weights"]["best"]),
         }
         card = {**card, "weights": weights}
     run = Run(net, card, run_dir, torch_device)
