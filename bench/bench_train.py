@@ -33,7 +33,7 @@ def run_one(case: str, steps: int, overrides: list[str]) -> dict:
 
     from stforecast.config import recipe
     from stforecast.training import train
-    from stforecast.training.data import build_datasets
+    from stforecast.training.datasets import build_datasets
 
     path = ROOT / "recipes" / f"{case}.toml"
     common = [

@@ -18,8 +18,9 @@ from scipy import ndimage as ndi
 
 from stforecast.data.resample import grid_frames
 from stforecast.evaluation import baselines
+from stforecast.forecasting.core import processing_config
 from stforecast.io import open_frames
-from stforecast.operational import load_run, processing_config
+from stforecast.rundir.load import load_run
 
 
 def counts(forecast: np.ndarray, truth: np.ndarray, mask: np.ndarray, thr: float) -> np.ndarray:

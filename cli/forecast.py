@@ -101,7 +101,7 @@ def forecast(
             summary = _on_server(socket_path, sources, model, out, format_, steps, hours, device,
                                  emit, quiet or log_json, debug)  # fmt: skip
         if summary is None:
-            from stforecast.operational import forecast_to_file
+            from stforecast.forecasting.core import forecast_to_file
 
             emit({"stage": "import", "duration_s": time.perf_counter() - t_import})
             summary = forecast_to_file(
@@ -134,7 +134,7 @@ def forecast(
 def _on_server(socket_path, sources, model, out, format_, steps, hours, device, emit, quiet,
                debug) -> dict[str, Any] | None:  # fmt: skip
     """The job on the server: its summary; None when it must run here (the reason is logged)."""
-    from stforecast.service import ServerUnavailable, job_for, submit
+    from stforecast.forecasting.service import ServerUnavailable, job_for, submit
 
     job = job_for(sources, model, out, fmt_name=format_, steps=steps, hours=hours, device=device)
     try:

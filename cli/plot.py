@@ -38,7 +38,7 @@ def plot(
     if out.suffix.lower() not in (".gif", ".png"):
         raise fail(f"--out {out}: must end in .gif (an animation) or .png (a strip of leads)")
     with engine_errors():
-        from stforecast.plot import open_forecast, quicklook
+        from stforecast.viz.quicklook import open_forecast, quicklook
 
         ds = open_forecast(forecast)
         path = quicklook(ds, out, variable=variable, max_leads=max_leads)

@@ -52,6 +52,6 @@ def serve(
         sys.stderr.flush()
 
     with engine_errors():
-        from stforecast.service import serve as run_server
+        from stforecast.forecasting.service import serve as run_server
 
         run_server(socket_path, models=list(model or []), device=device, log=log)

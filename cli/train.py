@@ -60,7 +60,7 @@ def _dry_run(cfg) -> None:
     from rich.console import Console
 
     from stforecast import models
-    from stforecast.training.data import batch_memory, describe
+    from stforecast.training.datasets import batch_memory, describe
 
     shape = describe(cfg)
     m = cfg.model
@@ -88,7 +88,7 @@ def _dry_run(cfg) -> None:
 
 def _train(cfg, run_dir: Path, resume: bool, quiet: bool) -> dict:
     from stforecast.training import train as run
-    from stforecast.training.data import build_datasets
+    from stforecast.training.datasets import build_datasets
 
     data = build_datasets(cfg)
     if quiet or int(os.environ.get("RANK", "0")) != 0:

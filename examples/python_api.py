@@ -6,7 +6,8 @@ DATA is what `stforecast forecast` takes: a file, a directory of per-frame files
 `../shared/data/radar-bom-66-20201031` with a run trained by examples/radar_walkthrough.sh. The
 figure shows the newest observed frame and three lead times on one colour scale, drawn with
 matplotlib's object API (`Figure`, no pyplot: works without a display). For a ready-made quick
-look, `stforecast.plot.quicklook(ds, "forecast.gif")` (or `stforecast plot FILE --out X.gif`).
+look, `stforecast.viz.quicklook.quicklook(ds, "forecast.gif")` (or
+`stforecast plot FILE --out X.gif`).
 """
 
 from __future__ import annotations

@@ -15,11 +15,11 @@ def __getattr__(name: str) -> Any:
     """`stforecast.load_model`, `stforecast.forecast`, `stforecast.open_frames` without
     importing torch or xarray at `import stforecast`."""
     if name == "load_model":
-        from stforecast.training import load_model
+        from stforecast.rundir.load import load_model
 
         return load_model
     if name == "forecast":
-        from stforecast.operational import forecast
+        from stforecast.forecasting import forecast
 
         return forecast
     if name == "open_frames":

@@ -89,7 +89,7 @@ def export(
         data = to_bytes(net, card, spec)
         if verify:
             _verify(net, data, fmt, spec, tolerance)
-    from stforecast.training.checkpoint import atomic_write_bytes
+    from stforecast.io.atomic import atomic_write_bytes
 
     try:
         atomic_write_bytes(path, data)
@@ -111,7 +111,7 @@ def export_run(
     fmt = check_format(fmt)
     _check_packages(fmt, verify)
     out = _check_path(out, fmt)
-    from stforecast.training.card import load_model
+    from stforecast.rundir.load import load_model
 
     model, card = load_model(run_dir, best=best, device="cpu")
     return export(model, card, out, fmt, steps=steps, verify=verify)

@@ -13,7 +13,7 @@ from stforecast.config import Recipe, data_config
 from stforecast.data.prepare import prepare
 from stforecast.data.synthetic import write_rain_cells
 from stforecast.training import train
-from stforecast.training.data import build_datasets
+from stforecast.training.datasets import build_datasets
 
 
 def make_run(
@@ -78,3 +78,13 @@ def make_run(
     run = root / "run"
     train(recipe, run, data=build_datasets(recipe, cache_dir=root / "cache"))
     return {"archive": archive, "store": store, "run": run}
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The records of a run's `metrics.jsonl`."""
+    import json
+
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -135,7 +135,7 @@ def test_parse_duration():
 def test_moving_mnist_table(tmp_path):
     from stforecast.config import Recipe
     from stforecast.training import train
-    from stforecast.training.data import build_datasets
+    from stforecast.training.datasets import build_datasets
 
     mnist = shared("mnist")
     recipe = Recipe.model_validate(

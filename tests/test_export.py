@@ -27,7 +27,7 @@ from stforecast.export import (
     export_run,
     read_card,
 )
-from stforecast.training.card import load_model
+from stforecast.rundir.load import load_model
 
 from runs import make_run
 

@@ -24,8 +24,9 @@ from stforecast import models
 from stforecast.cli.app import app
 from stforecast.data.synthetic import rain_cells
 from stforecast.errors import InputError, ModelMismatchError
+from stforecast.forecasting.core import plan, predict, tile_starts, tile_weights
 from stforecast.io import open_frames
-from stforecast.operational import load_run, plan, predict, tile_starts, tile_weights
+from stforecast.rundir.load import load_run
 
 from runs import make_run
 
@@ -312,10 +313,10 @@ def test_lock_held_by_another_process_exits_5(plain, tmp_path):
 def test_moving_mnist_runs_cannot_forecast(plain):
     card = json.loads((plain["run"] / "model.json").read_text())
     card["input"] = {"input_frames": 10, "output_frames": 10}
-    with pytest.raises(ModelMismatchError, match="Moving MNIST"):
-        from stforecast.operational import _check_contract
+    from stforecast.rundir.load import check_contract
 
-        _check_contract(card, "run")
+    with pytest.raises(ModelMismatchError, match="Moving MNIST"):
+        check_contract(card, "run")
 
 
 def test_an_abandoned_forecast_leaves_autograd_on(plain):
@@ -332,8 +333,8 @@ def test_a_grid_without_coordinates_is_not_georeferenced(plain, tmp_path):
     """KNMI's layout: a CRS in the file but no x/y. The forecast keeps x/y as pixel indices and
     must not claim positions in that CRS (a GIS would put the grid at the CRS's origin)."""
     from stforecast.config import ForecastConfig
+    from stforecast.forecasting.core import _template
     from stforecast.io.write import write_forecast
-    from stforecast.operational import _template
 
     ds = xr.load_dataset(plain["archive"]).isel(time=slice(-6, None)).drop_vars(["x", "y", "crs"])
     del ds["rainrate"].attrs["grid_mapping"]

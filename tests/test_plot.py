@@ -1,5 +1,6 @@
-"""Quick looks (`stforecast.plot`, `stforecast plot`): PNG strips and animated GIFs of a real
-forecast, from the dataset in memory, a forecast NetCDF and a forecast GeoTIFF; colours; errors."""
+"""Quick looks (`stforecast.viz.quicklook`, `stforecast plot`): PNG strips and animated GIFs of
+a real forecast, from the dataset in memory, a forecast NetCDF and a forecast GeoTIFF; colours;
+errors."""
 
 from __future__ import annotations
 
@@ -15,10 +16,10 @@ from typer.testing import CliRunner
 
 from stforecast.cli.plot import plot
 from stforecast.errors import ConfigError, InputError, MissingVariableError
+from stforecast.forecasting.core import forecast
 from stforecast.io import open_frames
 from stforecast.io.write import write_dataset
-from stforecast.operational import forecast
-from stforecast.plot import open_forecast, quicklook
+from stforecast.viz.quicklook import open_forecast, quicklook
 
 from runs import make_run
 
@@ -195,7 +196,7 @@ def test_errors(made, tmp_path):
 
 
 def test_a_failed_write_keeps_the_previous_image(made, tmp_path, monkeypatch):
-    import stforecast.plot as plot_mod
+    import stforecast.viz.quicklook as plot_mod
 
     out = tmp_path / "q.png"
     out.write_bytes(b"previous")

@@ -13,8 +13,9 @@ from stforecast.config import recipe
 from stforecast.data import transforms
 from stforecast.data.dataset import WindowDataset
 from stforecast.data.synthetic import write_rain_cells
-from stforecast.training import load_model, train
-from stforecast.training.data import build_datasets
+from stforecast.rundir.load import load_model
+from stforecast.training import train
+from stforecast.training.datasets import build_datasets
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,9 +13,10 @@ import torch
 from test_prepare import archive
 
 from stforecast.config import recipe
+from stforecast.data.cache import content_key
 from stforecast.data.synthetic import load_mnist_images, moving_mnist_test, split_mnist_digits
 from stforecast.errors import ConfigError
-from stforecast.training.data import build_datasets, content_key
+from stforecast.training.datasets import build_datasets
 
 from conftest import shared
 

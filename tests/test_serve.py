@@ -22,9 +22,9 @@ import pytest
 import xarray as xr
 from typer.testing import CliRunner
 
-from stforecast import service
 from stforecast.cli.app import app
 from stforecast.errors import CancelledError, ConfigError, LockHeldError
+from stforecast.forecasting import service
 from stforecast.io.lock import output_lock
 
 from runs import make_run

@@ -1,7 +1,7 @@
 """The trainer: losses, schedules, sampling, validation, checkpoints, resume, DDP, run directory.
 
 Every run uses a tiny ConvLSTM (hidden [8, 8], 16×16 frames, patch 2) on moving Gaussian blobs
-built here, not on `stforecast.training.data`, so these tests pin the trainer alone. The SIGKILL
+built here, not on `stforecast.training.datasets`, so these tests pin the trainer alone. The SIGKILL
 and DDP tests start subprocesses that import this module for the same data and recipe.
 """
 
@@ -30,18 +30,18 @@ from torch.utils.data import Dataset
 from stforecast import models
 from stforecast.config import DataConfig, ModelConfig, Recipe, SplitConfig, TrainConfig, tomllib
 from stforecast.errors import ConfigError, InputError
-from stforecast.training import TrainingError, load_model, order, sampling, train
-from stforecast.training.checkpoint import (
-    atomic_write,
-    load_checkpoint,
-    save_checkpoint,
-)
+from stforecast.io.atomic import atomic_path
+from stforecast.rundir.layout import recipe_toml
+from stforecast.rundir.load import load_model
+from stforecast.rundir.tomlwriter import dumps
+from stforecast.training import TrainingError, order, sampling, train
+from stforecast.training.checkpoint import load_checkpoint, save_checkpoint
 from stforecast.training.losses import sequence_loss
 from stforecast.training.objective import reverse_time
-from stforecast.training.rundir import read_metrics, recipe_toml
 from stforecast.training.schedules import learning_rate
-from stforecast.training.tomlwriter import dumps
 from stforecast.training.validation import validate
+
+from runs import read_metrics
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -91,7 +91,7 @@ class Blobs(Dataset):
 
 @dataclass
 class Data:
-    """Stands in for `stforecast.training.data.TrainingData` (same fields)."""
+    """Stands in for `stforecast.training.datasets.TrainingData` (same fields)."""
 
     train: Dataset
     validation: Dataset | None
@@ -438,9 +438,9 @@ def test_load_model_round_trip(trained):
         assert torch.equal(net(x, 4), ref(x, 4))
     best, _ = load_model(run, best=True)
     assert best.config == net.config
-    import stforecast.training
+    import stforecast
 
-    assert stforecast.training.load_model is load_model
+    assert stforecast.load_model is load_model
 
 
 def test_load_model_refuses_altered_weights(trained, tmp_path):
@@ -495,8 +495,8 @@ def test_failed_write_never_replaces_a_good_checkpoint(tmp_path):
         fh.write(b"PK\x03\x04 half a checkpoint")
         raise OSError("disk full")
 
-    with pytest.raises(OSError, match="disk full"):
-        atomic_write(path, broken)
+    with pytest.raises(OSError, match="disk full"), atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        broken(fh)
     assert load_checkpoint(path)["step"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # the temp file is gone
     # a kill mid-write leaves a truncated temp file beside a good checkpoint: resume ignores it
@@ -765,8 +765,8 @@ def test_cached_store_is_prepared_once_by_concurrent_callers(tmp_path, monkeypat
     import threading
 
     from stforecast.config import data_config
+    from stforecast.data import cache as data_mod
     from stforecast.data.synthetic import write_rain_cells
-    from stforecast.training import data as data_mod
 
     archive = write_rain_cells(tmp_path / "r.nc", frames=24, size=16)
     cfg = data_config(sources=[str(archive)], input_frames=2, output_frames=2)

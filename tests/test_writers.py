@@ -26,7 +26,8 @@ import xarray as xr
 
 from stforecast.errors import InputError, LockHeldError
 from stforecast.io import lock as lock_mod
-from stforecast.io.lock import lock_path, output_lock, remove_stale_temps, temp_prefix
+from stforecast.io.atomic import remove_stale_temps, temp_prefix
+from stforecast.io.lock import lock_path, output_lock
 from stforecast.io.write import (
     FILL_VALUE,
     FORMATS,

@@ -61,7 +61,7 @@ def _forecast_batch(run: Any, x: np.ndarray, steps: int) -> np.ndarray:
     model takes the whole grid, tile by tile (`operational.predict`) otherwise."""
     import torch
 
-    from stforecast.operational import _multiple, _tile_for, predict
+    from stforecast.forecasting.core import _multiple, _tile_for, predict
 
     tile = _tile_for(run.net, x.shape[-2:])
     if tile is not None:
@@ -90,7 +90,7 @@ def store_cases(
 
     from stforecast.data.dataset import WindowDataset
     from stforecast.data.store import open_store
-    from stforecast.operational import card_transform
+    from stforecast.forecasting.core import card_transform
 
     ds = WindowDataset(store, split)
     manifest = ds.manifest
@@ -154,8 +154,8 @@ def hindcast_cases(
 ) -> tuple[Iterator[Case], int, float]:
     """Forecasts at every reference time of an archive, through `stforecast forecast`'s path."""
     from stforecast.data.resample import grid_frames
+    from stforecast.forecasting.core import lead_steps, materialise, plan, processing_config
     from stforecast.io import open_frames
-    from stforecast.operational import lead_steps, materialise, plan, processing_config
 
     contract = run.contract
     step = run.step
@@ -438,17 +438,17 @@ def evaluate(
     prepared store's test split (prepared into the cache from its sources if needed), or the
     Moving MNIST test set.
     """
+    from stforecast.devices import resolve_device
     from stforecast.evaluation.report import write_report
     from stforecast.io.sources import sha256
-    from stforecast.operational import Run, device_for, run_recipe
-    from stforecast.training import load_model
+    from stforecast.rundir.load import Run, load_model, run_recipe
 
     run_dir = Path(model)
     if not run_dir.is_dir():
         raise InputError(f"{run_dir}: no such run directory (the output of `stforecast train`)")
     recipe = recipe or run_recipe(run_dir)
     opts = recipe.evaluate if recipe is not None else EvaluateConfig()
-    torch_device = device_for(device)
+    torch_device = resolve_device(device)
     net, card = load_model(run_dir, best=best, device=torch_device)
     if best:  # the card describes the final weights; say which ones were scored
         step = (card.get("metrics", {}).get("best") or {}).get("step")
@@ -467,9 +467,9 @@ def evaluate(
     if sources:
         if mnist:
             raise ConfigError("a Moving MNIST run is evaluated on its test set, not on files")
-        from stforecast.operational import _check_contract
+        from stforecast.rundir.load import check_contract
 
-        _check_contract(card, run_dir)
+        check_contract(card, run_dir)
         cases, total, data_range = hindcast_cases(
             run, list(sources), start=start, end=end, every=every, steps=steps,
             skipped=skipped,
@@ -511,7 +511,7 @@ def evaluate(
         doc["lead_unit"] = "frame (Moving MNIST has no time step; lead_minutes counts frames)"
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    from stforecast.training.checkpoint import atomic_write_bytes
+    from stforecast.io.atomic import atomic_write_bytes
 
     atomic_write_bytes(out / "metrics.json", json.dumps(doc, indent=1).encode())
     details = {
@@ -538,7 +538,7 @@ def _store_for(recipe: Recipe, progress: Progress | None) -> Path:
     if cfg.store:
         return Path(cfg.store)
     if cfg.sources:
-        from stforecast.training.data import cache_root, content_key, prepare_cached
+        from stforecast.data.cache import cache_root, content_key, prepare_cached
 
         return prepare_cached(cfg, cache_root() / content_key(cfg), progress)
     raise ConfigError("[data] needs a store or sources to evaluate on")

@@ -52,7 +52,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from stforecast.errors import ConfigError
-from stforecast.io.lock import atomic_write_bytes
+from stforecast.io.atomic import atomic_write_bytes
 
 __all__ = ["sample_figure", "score_figure", "skill_table", "write_report"]
 

@@ -4,7 +4,7 @@
 with every coordinate and attribute; its data variables may be lazy and are never loaded) and an
 iterable of leads, one `{variable: (y, x) array}` per valid time, and writes each lead as it
 arrives, so memory does not grow with the number of lead times. The file appears under `path`
-only when complete (see `stforecast.io.lock.atomic_path`); any failure, KeyboardInterrupt
+only when complete (see `stforecast.io.atomic.atomic_path`); any failure, KeyboardInterrupt
 included, leaves the previous file at `path` untouched and no temporary file behind. The writers
 do not take the output lock: the caller holds `output_lock(path)` around the whole run.
 
@@ -62,7 +62,7 @@ from typing import Any
 import numpy as np
 
 from stforecast.errors import InputError
-from stforecast.io.lock import atomic_path, remove_stale_temps
+from stforecast.io.atomic import atomic_path, remove_stale_temps
 
 __all__ = [
     "CALENDAR",

@@ -1,9 +1,10 @@
-"""Atomic files and resumable checkpoints.
+"""Resumable checkpoints.
 
-A checkpoint is written to a temporary file in the same directory, flushed and fsynced, moved over
-the old one with `os.replace` (atomic on POSIX), and the directory is fsynced so the rename itself
-survives a power cut. A process killed at any moment leaves either the previous checkpoint or the
-new one under the final name, never a truncated file; stale temporary files are removed on resume.
+A checkpoint is written (`io.atomic`) to a temporary file in the same directory, flushed and
+fsynced, moved over the old one with `os.replace` (atomic on POSIX), and the directory is fsynced
+so the rename itself survives a power cut. A process killed at any moment leaves either the
+previous checkpoint or the new one under the final name, never a truncated file; stale temporary
+files are removed on resume.
 
 Checkpoints hold only tensors, numbers, strings, lists, tuples and dicts, and are read with
 `torch.load(weights_only=True)`: a file that needs arbitrary unpickling is refused.
@@ -29,48 +30,16 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 
 from stforecast.errors import InputError
-from stforecast.io.lock import atomic_path
+from stforecast.io.atomic import atomic_path
 
 FORMAT = "stforecast-checkpoint"
 VERSION = 1
-LAST = "last.pt"
-BEST = "best.safetensors"
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename in `path` durable (no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> Path:
-    """Write `path` through a temporary file beside it: write, flush, fsync, replace, fsync dir.
-
-    If `write` fails (or the process dies), the temporary file is removed (or left under a
-    hidden `.NAME.*.tmp` name that `remove_stale` cleans up); `path` is never touched.
-    """
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        write(fh)
-    return Path(path)
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    return atomic_write(path, lambda fh: fh.write(data))
 
 
 def remove_stale(directory: Path) -> list[Path]:
@@ -87,7 +56,9 @@ def remove_stale(directory: Path) -> list[Path]:
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:
     """Atomically save a checkpoint dict (see the module docstring for its keys)."""
     state = {"format": FORMAT, "version": VERSION, **state}
-    return atomic_write(path, lambda fh: torch.save(state, fh))
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(state, fh)
+    return Path(path)
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:

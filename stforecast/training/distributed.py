@@ -20,9 +20,10 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from stforecast.devices import describe_device, resolve_device
 from stforecast.errors import ConfigError
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
+__all__ = ["Context", "describe_device", "setup"]
 
 
 def _env_int(name: str, default: int) -> int:
@@ -30,31 +31,6 @@ def _env_int(name: str, default: int) -> int:
         return int(os.environ.get(name, default))
     except ValueError:
         raise ConfigError(f"environment variable {name} must be an integer") from None
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """`auto` -> CUDA if present, else Apple MPS, else CPU; an unavailable device is an error."""
-    if name not in DEVICES:
-        raise ConfigError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)}")
-    mps = getattr(torch.backends, "mps", None)
-    has_mps = bool(mps is not None and mps.is_available())
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError("train.device is 'cuda' but no CUDA device is available")
-        index = local_rank % torch.cuda.device_count()
-        torch.cuda.set_device(index)
-        return torch.device("cuda", index)
-    if name == "mps" and not has_mps:
-        raise ConfigError("train.device is 'mps' but the MPS backend is not available")
-    return torch.device(name)
-
-
-def describe_device(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{device} ({torch.cuda.get_device_name(device)})"
-    return str(device)
 
 
 @dataclass

@@ -37,17 +37,18 @@ from torch.utils.data import DataLoader
 from stforecast import models
 from stforecast.config import Recipe
 from stforecast.errors import ConfigError, InputError, StforecastError
+from stforecast.rundir.card import build_card, write_card, write_weights
+from stforecast.rundir.layout import BEST, CHECKPOINTS, LAST, WEIGHTS, write_recipe
 from stforecast.training import distributed, order, sampling, seeding
-from stforecast.training.card import build_card, write_card, write_weights
-from stforecast.training.checkpoint import BEST, LAST, load_checkpoint, remove_stale
+from stforecast.training.checkpoint import load_checkpoint, remove_stale
 from stforecast.training.checkpoint import save_checkpoint as _save_checkpoint
+from stforecast.training.metrics_log import MetricsLog
 from stforecast.training.objective import Objective, reverse_time
-from stforecast.training.rundir import CHECKPOINTS, WEIGHTS, MetricsLog, write_recipe
 from stforecast.training.schedules import learning_rate
 from stforecast.training.validation import validate
 
 if TYPE_CHECKING:
-    from stforecast.training.data import TrainingData
+    from stforecast.training.datasets import TrainingData
 
 Tensor = torch.Tensor
 Progress = Callable[[dict[str, Any]], None]

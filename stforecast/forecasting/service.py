@@ -206,7 +206,7 @@ class ModelCache:
 
     @staticmethod
     def _stamp(run_dir: Path) -> tuple:
-        from stforecast.training.rundir import CARD, RECIPE, WEIGHTS
+        from stforecast.rundir.layout import CARD, RECIPE, WEIGHTS
 
         stamp = []
         for name in (CARD, WEIGHTS, RECIPE):
@@ -218,7 +218,7 @@ class ModelCache:
         return tuple(stamp)
 
     def get(self, run_dir: str | Path, device: str = "auto") -> Any:
-        from stforecast.operational import load_run
+        from stforecast.rundir.load import load_run
 
         path = Path(run_dir).resolve()
         key = (str(path), device)
@@ -382,7 +382,7 @@ def run_job(
 ) -> tuple[int, str | None, dict[str, Any] | None]:
     """One forecast job: `(exit_code, error, summary)`, every failure mapped to its exit code
     as the CLI maps it in-process."""
-    from stforecast.operational import forecast_to_file
+    from stforecast.forecasting.core import forecast_to_file
 
     try:
         t0 = time.perf_counter()
@@ -450,7 +450,7 @@ def serve(
     than at the first job."""
     import gc
 
-    import stforecast.operational  # noqa: F401  (every library a job needs, loaded now)
+    import stforecast.forecasting.core  # noqa: F401  (every library a job needs, loaded now)
 
     path = Path(socket_path)
     emit = log or (lambda event: None)

@@ -5,13 +5,13 @@ Both exist so that the whole pipeline can run, be tested and be benchmarked with
 - **Moving MNIST** (Srivastava et al. 2015) is the benchmark of the video-prediction papers. Its
   standard test file is not available here, so it is regenerated from the MNIST digits with the
   standard generator, with a fixed seed for the test set and an independent stream for training
-  (see `moving_mnist_test` and `MovingMNISTStream` for why they cannot overlap).
+  (see `moving_mnist_test` and `split_mnist_digits` for why they cannot overlap).
 - **Rain cells** (`rain_cells`) is the project's default data set: a CF-1.10 radar-like archive of
   rain rate in mm/h on a real projected grid, whose motion is coherent enough for a model that sees
   one hour of frames to beat persistence.
 
-torch is imported only when `MovingMNISTStream` is first used, so reading IDX files and making rain
-cells stay light (the command line imports this module for `stforecast synthetic rain-cells`).
+Nothing here imports torch, so reading IDX files and making rain cells stay light (the command
+line imports this module for `stforecast synthetic rain-cells`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import os
 import struct
 import tempfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,13 +33,11 @@ from stforecast.errors import ConfigError, InputError
 if TYPE_CHECKING:
     import xarray as xr
 
-    MovingMNISTStream: type  # built on first use by the module `__getattr__` (imports torch)
 
 __all__ = [
     "MOVING_MNIST_STEP",
     "MOVING_MNIST_TEST_SEED",
     "RAIN_CELLS_EPSG",
-    "MovingMNISTStream",
     "load_mnist_images",
     "moving_mnist",
     "moving_mnist_test",
@@ -133,10 +131,6 @@ MOVING_MNIST_TEST_SEED = 150204681
 # Every `_TEST_STRIDE`-th digit of the MNIST test file (indices 0, 5, 10, ...) is reserved for the
 # test set; the other 80 % feed the training stream.
 _TEST_STRIDE = 5
-
-# First spawn-key word of the training stream. `moving_mnist(seed=s)` uses SeedSequence(s) with an
-# empty spawn key; any non-empty spawn key gives a statistically independent stream, even for s.
-_TRAIN_STREAM_KEY = 1
 
 # Sequences rendered at once: bounds the temporary index arrays to ~ 30 MB.
 _RENDER_CHUNK = 256
@@ -272,87 +266,6 @@ def moving_mnist_test(
     """
     _, test_digits = split_mnist_digits(digits)
     return moving_mnist(test_digits, n, seq_len=seq_len, size=size, n_digits=n_digits, seed=seed)
-
-
-def _stream_class() -> type:
-    """Build `MovingMNISTStream` on first use, so that importing this module needs no torch."""
-    import torch
-    from torch.utils.data import IterableDataset, get_worker_info
-
-    class MovingMNISTStream(IterableDataset):
-        """Endless training stream of Moving MNIST sequences, tensors `(T, 1, 64, 64)` float32.
-
-        Why it never reproduces the test set: the real MNIST training digits are not available
-        here, only the 10,000 test digits. By default (`exclude_test_digits=True`, with `digits`
-        the whole MNIST test file) the stream draws only from the training pool of
-        `split_mnist_digits`, which shares no digit with `moving_mnist_test`; and its random
-        numbers come from `SeedSequence(seed, spawn_key=(1, epoch, worker))`, independent of the
-        test set's `SeedSequence(MOVING_MNIST_TEST_SEED)` even when `seed` is the same number. The
-        digit split also keeps a model from memorising the test digits' shapes. With
-        `exclude_test_digits=False`, `digits` is used as given (e.g. the real training digits).
-
-        Each DataLoader worker draws its own stream, and `set_epoch` moves to a fresh one; a new
-        iterator with the same seed, epoch and number of workers repeats the same sequences.
-        """
-
-        def __init__(
-            self,
-            digits: np.ndarray,
-            *,
-            seed: int = 0,
-            seq_len: int = 20,
-            size: int = 64,
-            n_digits: int = 2,
-            exclude_test_digits: bool = True,
-            chunk: int = 64,
-        ) -> None:
-            super().__init__()
-            _check_counts(chunk, seq_len, n_digits)
-            if exclude_test_digits:
-                digits, _ = split_mnist_digits(digits)
-            self.digits = _check_digits(digits, size)
-            self.seed = int(seed)
-            self.seq_len, self.size, self.n_digits = seq_len, size, n_digits
-            self.chunk = chunk
-            self.epoch = 0
-
-        def set_epoch(self, epoch: int) -> None:
-            """Draw a different (still reproducible) stream, e.g. once per training epoch."""
-            self.epoch = int(epoch)
-
-        def __iter__(self) -> Iterator[torch.Tensor]:
-            info = get_worker_info()
-            worker = 0 if info is None else info.id
-            seeds = np.random.SeedSequence(
-                self.seed, spawn_key=(_TRAIN_STREAM_KEY, self.epoch, worker)
-            )
-            rng = np.random.default_rng(seeds)
-            while True:
-                batch = _generate(
-                    self.digits,
-                    self.chunk,
-                    rng,
-                    seq_len=self.seq_len,
-                    size=self.size,
-                    n_digits=self.n_digits,
-                )
-                frames = torch.from_numpy(batch).unsqueeze(2)  # (chunk, T, 1, H, W)
-                for sequence in frames:
-                    yield sequence.float().div_(255.0)
-
-    # Picklable by reference (DataLoader workers under spawn): the module `__getattr__` below
-    # resolves this name.
-    MovingMNISTStream.__module__ = __name__
-    MovingMNISTStream.__qualname__ = "MovingMNISTStream"
-    return MovingMNISTStream
-
-
-def __getattr__(name: str) -> Any:
-    if name == "MovingMNISTStream":
-        cls = _stream_class()
-        globals()[name] = cls
-        return cls
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --------------------------------------------------------------------------------------------

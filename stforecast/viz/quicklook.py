@@ -37,7 +37,7 @@ import numpy as np
 import xarray as xr
 
 from stforecast.errors import ConfigError, InputError, MissingVariableError
-from stforecast.io.lock import atomic_path
+from stforecast.io.atomic import atomic_path
 
 __all__ = ["RAIN_LEVELS", "SUFFIXES", "open_forecast", "quicklook"]
 

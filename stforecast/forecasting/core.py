@@ -32,7 +32,7 @@ import resource
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,103 +53,14 @@ from stforecast.errors import (
 )
 from stforecast.io.grid import pixel_space
 from stforecast.io.sources import sha256
+from stforecast.rundir.load import Run, as_run, load_run
 
 Log = Callable[[dict[str, Any]], None]
 
-__all__ = ["Plan", "Run", "forecast", "forecast_to_file", "load_run", "output_name", "plan"]
+__all__ = ["Plan", "forecast", "forecast_to_file", "output_name", "plan"]
 
 
 # ------------------------------------------------------------------------------ the model
-
-
-@dataclass
-class Run:
-    """A trained run ready for inference: the network (eval mode, on `device`), its card, the
-    `[forecast]` section of its recipe and the digests that go into provenance."""
-
-    net: Any
-    card: dict[str, Any]
-    path: Path | None
-    device: Any
-    options: ForecastConfig = field(default_factory=ForecastConfig)
-    recipe_sha256: str | None = None
-
-    @property
-    def contract(self) -> dict[str, Any]:
-        return self.card["input"]
-
-    @property
-    def step(self) -> int:
-        return int(self.contract["time_step_seconds"])
-
-    @property
-    def input_frames(self) -> int:
-        return int(self.contract["input_frames"])
-
-
-def device_for(name: str = "auto") -> Any:
-    """`auto` picks CUDA when present; asking for CUDA without one is a usage error."""
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA device is available")
-    if name not in ("cpu", "cuda"):
-        raise ConfigError(f"device must be auto, cpu or cuda, got {name!r}")
-    return torch.device(name)
-
-
-def load_run(run_dir: str | Path, *, device: str = "auto", best: bool = False) -> Run:
-    """Load a run directory for forecasting; refuses runs without a data contract."""
-    from stforecast.training import load_model
-
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise InputError(f"{run_dir}: no such run directory (the output of `stforecast train`)")
-    torch_device = device_for(device)
-    net, card = load_model(run_dir, best=best, device=torch_device)
-    _check_contract(card, run_dir)
-    own = run_recipe(run_dir)
-    if own is None:
-        return Run(net, card, run_dir, torch_device)
-    return Run(net, card, run_dir, torch_device, own.forecast, sha256(run_recipe_path(run_dir)))
-
-
-def run_recipe_path(run_dir: Path) -> Path:
-    from stforecast.training.rundir import RECIPE
-
-    return Path(run_dir) / RECIPE
-
-
-def run_recipe(run_dir: Path) -> Any:
-    """The resolved recipe a run was trained with (its `[forecast]` and `[evaluate]` defaults),
-    or None for a run directory without one."""
-    from stforecast.config import recipe
-
-    path = run_recipe_path(run_dir)
-    return recipe(path) if path.is_file() else None
-
-
-def _check_contract(card: dict[str, Any], where: Any) -> None:
-    contract = card.get("input", {})
-    if not contract.get("time_step_seconds") or "processing" not in contract:
-        raise ModelMismatchError(
-            f"{where}: this model was trained on data without a grid (Moving MNIST); "
-            "it cannot forecast geographic frames"
-        )
-
-
-def _as_run(model: Any, device: str) -> Run:
-    if isinstance(model, Run):
-        return model
-    if isinstance(model, (str, Path)):
-        return load_run(model, device=device)
-    if isinstance(model, tuple) and len(model) == 2:  # what `stforecast.load_model` returns
-        net, card = model
-        _check_contract(card, "model")
-        return Run(net.eval(), card, None, next(net.parameters()).device)
-    raise TypeError("model must be a run directory, a Run, or the (model, card) of load_model")
 
 
 # ------------------------------------------------------------------------------ inputs
@@ -411,7 +322,7 @@ def plan(
     checksums: bool = True,
 ) -> Plan:
     """Check, prepare and normalise the inputs; set up the rollout (run lazily by `leads`)."""
-    run = _as_run(model, device)
+    run = as_run(model, device)
     opts = options or run.options
     contract = run.contract
     timings: dict[str, float] = {}

@@ -2,8 +2,8 @@
 
 Three kinds of source, one interface (`TrainingData`):
 - `store`: a prepared store (`stforecast prepare`), windows read lazily;
-- `sources`: raw files, prepared on first use into a cache keyed by the content hash of the files
-  and of the `[data]` settings, so the same recipe on the same files prepares once;
+- `sources`: raw files, prepared on first use into the prepared-store cache (`data.cache`), so
+  the same recipe on the same files prepares once;
 - `moving_mnist`: sequences generated from an MNIST IDX file (training digits only; the test
   set of `stforecast.data.synthetic.moving_mnist_test` never appears in training or validation).
 """
@@ -11,9 +11,6 @@ Three kinds of source, one interface (`TrainingData`):
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,13 +20,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from stforecast.config import DataConfig, Recipe
+from stforecast.config import Recipe
 from stforecast.data import synthetic
+from stforecast.data.cache import cache_root, content_key, prepare_cached
 from stforecast.data.dataset import WindowDataset
-from stforecast.data.prepare import prepare
 from stforecast.data.store import read_manifest
 from stforecast.errors import ConfigError
-from stforecast.io.sources import resolve, sha256
+from stforecast.io.sources import sha256
 
 VALIDATION_SEED = 20200707  # Moving MNIST validation: training digits, its own fixed seed
 MNIST_EPOCH = 10000  # Moving MNIST sequences per training epoch (the papers' training set size)
@@ -86,25 +83,6 @@ class FixedSequences(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         x = self.x[index]
         return {"inputs": x[: self.t_in], "targets": x[self.t_in :]}
-
-
-def cache_root() -> Path:
-    """Where prepared stores of raw sources are kept: `$STFORECAST_CACHE`, else the XDG cache."""
-    if "STFORECAST_CACHE" in os.environ:
-        return Path(os.environ["STFORECAST_CACHE"])
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "stforecast" / "prepared"
-
-
-def content_key(cfg: DataConfig) -> str:
-    """Hash of the source files' contents and of every `[data]` setting that shapes the store."""
-    digest = hashlib.sha256()
-    settings = cfg.model_dump(mode="json", exclude={"store", "validation_sequences"})
-    settings["sources"] = sorted(settings["sources"])
-    digest.update(json.dumps(settings, sort_keys=True).encode())
-    for path in resolve(cfg.sources):
-        digest.update(sha256(path).encode())
-    return digest.hexdigest()[:24]
 
 
 def _store_data(recipe: Recipe, store: Path) -> TrainingData:
@@ -199,21 +177,6 @@ def build_datasets(
     store = (cache_dir or cache_root()) / content_key(cfg)
     prepare_cached(cfg, store, progress)
     return _store_data(recipe, store)
-
-
-def prepare_cached(cfg: DataConfig, store: Path, progress=None) -> Path:
-    """Prepare `cfg` into the cache once: processes that want the same store (the ranks of a
-    torchrun job, two trainings started together) wait on a lock; the first prepares it."""
-    import fcntl
-
-    if (store / "manifest.json").exists():
-        return store
-    store.parent.mkdir(parents=True, exist_ok=True)
-    with open(store.parent / f".{store.name}.lock", "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process dies
-        if not (store / "manifest.json").exists():
-            prepare(cfg, store, overwrite=True, progress=progress)
-    return store
 
 
 def describe(recipe: Recipe) -> dict[str, Any]:

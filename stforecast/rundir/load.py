@@ -1,0 +1,153 @@
+"""Loading a run directory: the model card, the weights (safetensors, checked against the
+card's sha256) and the run's own recipe, as one `Run` that forecasting, export, serving and
+evaluation use without importing the trainer.
+
+Loading never unpickles: the architecture comes from JSON and the weights from safetensors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stforecast import models
+from stforecast.config import ForecastConfig, recipe
+from stforecast.devices import resolve_device
+from stforecast.errors import InputError, ModelMismatchError
+from stforecast.io.sources import sha256
+from stforecast.rundir.card import parameter_count, read_card
+from stforecast.rundir.layout import BEST, CHECKPOINTS, RECIPE, WEIGHTS
+
+__all__ = [
+    "Run",
+    "as_run",
+    "build_from_card",
+    "check_contract",
+    "load_model",
+    "load_run",
+    "run_recipe",
+]
+
+
+def build_from_card(card: dict[str, Any]) -> models.SequenceModel:
+    """An untrained model with the card's architecture."""
+    arch = dict(card["architecture"])
+    arch.pop("parameters", None)
+    try:
+        return models.build(
+            arch.pop("name"),
+            in_channels=arch.pop("in_channels"),
+            frame_size=tuple(arch.pop("frame_size")),
+            patch_size=arch.pop("patch_size"),
+            hidden_channels=arch.pop("hidden_channels"),
+            kernel_size=arch.pop("kernel_size"),
+            **arch.pop("options", {}),
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        raise InputError(f"model card architecture cannot be built: {err}") from None
+
+
+def load_model(
+    run_dir: str | Path, *, best: bool = False, device: Any = "cpu"
+) -> tuple[models.SequenceModel, dict[str, Any]]:
+    """A trained model in eval mode and its card: `model, card = load_model("runs/radar")`.
+
+    `best=True` loads the weights of the best validation (`checkpoints/best.safetensors`)
+    instead of the final ones. The final weights are checked against the card's sha256.
+    """
+    run_dir = Path(run_dir)
+    card = read_card(run_dir)
+    path = run_dir / (f"{CHECKPOINTS}/{BEST}" if best else WEIGHTS)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: weights missing from the run directory") from None
+    expected = None if best else card["weights"].get("sha256")
+    if expected and hashlib.sha256(data).hexdigest() != expected:
+        raise InputError(f"{path}: sha256 differs from the model card; the weights were altered")
+    net = build_from_card(card)
+    try:
+        from safetensors.torch import load as load_safetensors
+
+        state = load_safetensors(data)
+        net.load_state_dict(state, strict=True)
+    except Exception as err:
+        raise InputError(f"{path}: weights do not fit the card's architecture: {err}") from None
+    expected_count = card["architecture"].get("parameters")
+    if expected_count is not None and parameter_count(net) != expected_count:
+        raise InputError(f"{path}: parameter count differs from the model card")
+    return net.to(device).eval(), card
+
+
+@dataclass
+class Run:
+    """A trained run ready for inference: the network (eval mode, on `device`), its card, the
+    `[forecast]` section of its recipe and the digests that go into provenance."""
+
+    net: Any
+    card: dict[str, Any]
+    path: Path | None
+    device: Any
+    options: ForecastConfig = field(default_factory=ForecastConfig)
+    recipe_sha256: str | None = None
+
+    @property
+    def contract(self) -> dict[str, Any]:
+        return self.card["input"]
+
+    @property
+    def step(self) -> int:
+        return int(self.contract["time_step_seconds"])
+
+    @property
+    def input_frames(self) -> int:
+        return int(self.contract["input_frames"])
+
+
+def load_run(run_dir: str | Path, *, device: str = "auto", best: bool = False) -> Run:
+    """Load a run directory for forecasting; refuses runs without a data contract."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise InputError(f"{run_dir}: no such run directory (the output of `stforecast train`)")
+    torch_device = resolve_device(device)
+    net, card = load_model(run_dir, best=best, device=torch_device)
+    check_contract(card, run_dir)
+    own = run_recipe(run_dir)
+    if own is None:
+        return Run(net, card, run_dir, torch_device)
+    return Run(net, card, run_dir, torch_device, own.forecast, sha256(run_recipe_path(run_dir)))
+
+
+def run_recipe_path(run_dir: Path) -> Path:
+    return Path(run_dir) / RECIPE
+
+
+def run_recipe(run_dir: Path) -> Any:
+    """The resolved recipe a run was trained with (its `[forecast]` and `[evaluate]` defaults),
+    or None for a run directory without one."""
+    path = run_recipe_path(run_dir)
+    return recipe(path) if path.is_file() else None
+
+
+def check_contract(card: dict[str, Any], where: Any) -> None:
+    contract = card.get("input", {})
+    if not contract.get("time_step_seconds") or "processing" not in contract:
+        raise ModelMismatchError(
+            f"{where}: this model was trained on data without a grid (Moving MNIST); "
+            "it cannot forecast geographic frames"
+        )
+
+
+def as_run(model: Any, device: str = "auto") -> Run:
+    """A `Run` from a run directory, a `Run`, or the `(model, card)` that `load_model` returns."""
+    if isinstance(model, Run):
+        return model
+    if isinstance(model, (str, Path)):
+        return load_run(model, device=device)
+    if isinstance(model, tuple) and len(model) == 2:  # what `stforecast.load_model` returns
+        net, card = model
+        check_contract(card, "model")
+        return Run(net.eval(), card, None, next(net.parameters()).device)
+    raise TypeError("model must be a run directory, a Run, or the (model, card) of load_model")

@@ -1,0 +1,1 @@
+"""Pictures: quick-look maps and animations of forecasts."""
