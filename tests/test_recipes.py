@@ -78,7 +78,7 @@ def test_sources_are_prepared_once_into_a_content_addressed_cache(tmp_path):
     assert data.in_channels == 1 and data.frame_size == (8, 10)
     item = data.train[0]
     assert item["inputs"].shape == (3, 1, 8, 10) and item["targets"].shape == (2, 1, 8, 10)
-    assert data.contract["time_step_seconds"] == 600 and data.contract["units"] == "mm/h"
+    assert data.contract.time_step_seconds == 600 and data.contract.units == "mm/h"
     assert len(data.checksums) == 1 and len(data.checksums[0]["sha256"]) == 64
     mtime = (store / "manifest.json").stat().st_mtime_ns
     build_datasets(r, cache_dir=tmp_path / "cache")

@@ -14,7 +14,7 @@ from stforecast.config import DataConfig
 from stforecast.data.prepare import prepare
 from stforecast.io.sources import resolve, sha256
 
-__all__ = ["cache_root", "content_key", "prepare_cached"]
+__all__ = ["cache_root", "content_key", "file_record", "prepare_cached"]
 
 
 def cache_root() -> Path:
@@ -49,3 +49,8 @@ def prepare_cached(cfg: DataConfig, store: Path, progress=None) -> Path:
         if not (store / "manifest.json").exists():
             prepare(cfg, store, overwrite=True, progress=progress)
     return store
+
+
+def file_record(path: str | os.PathLike[str]) -> dict[str, str]:
+    """A training file as cards record it: path and sha256."""
+    return {"path": str(path), "sha256": sha256(path)}

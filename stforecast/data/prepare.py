@@ -34,13 +34,13 @@ import zarr
 from stforecast import __version__
 from stforecast.config import DataConfig
 from stforecast.data import transforms
+from stforecast.data.contract import DataContract, Grid, Processing, Transform
 from stforecast.data.resample import grid_frames
 from stforecast.data.store import FORMAT_VERSION, write_manifest
 from stforecast.data.windows import (
     SPLITS,
     assign_splits,
     fmt,
-    iso_duration,
     split_bounds,
     timeline,
     window_starts,
@@ -199,47 +199,74 @@ def _fill_values(cfg: DataConfig, params: list[dict], transform) -> dict:
     return {"physical": physical, "normalised": normalised}
 
 
+def _contract(cfg, da, line, transform, channels, stats) -> DataContract:
+    """The data contract of the prepared frames (`stforecast.data.contract`)."""
+    _, _, ny, nx = da.shape
+    variable = da.attrs.get("source_variable", da.name)
+    one = channels is None
+    return DataContract(
+        variable=variable if one else tuple(channels),
+        units=da.attrs.get("units", ""),
+        channel_units=None if one else _tuple(da.attrs.get("channel_units")),
+        long_name=da.attrs.get("long_name", ""),
+        transform=Transform(
+            transform.name, transform.options, stats["params"][0] if one else stats["params"]
+        ),
+        fill_value=stats["fills"]["physical"][0] if one else tuple(stats["fills"]["physical"]),
+        fill_value_normalised=stats["fills"]["normalised"][0]
+        if one
+        else tuple(stats["fills"]["normalised"]),
+        grid=Grid(
+            shape=(ny, nx),
+            crs_wkt=da.attrs.get("crs_wkt", ""),
+            transform=tuple(da.attrs.get("transform", [])),
+            x=(float(da["x"].values[0]), float(da["x"].values[-1])),
+            y=(float(da["y"].values[0]), float(da["y"].values[-1])),
+        ),
+        time_step_seconds=line.step,
+        input_frames=cfg.input_frames,
+        output_frames=cfg.output_frames,
+        processing=Processing(
+            units=cfg.units,
+            source_units=cfg.source_units,
+            zr=tuple(cfg.zr),
+            crop_bbox=_tuple(cfg.crop_bbox),
+            crop_pixels=_tuple(cfg.crop_pixels),
+            coarsen=cfg.coarsen,
+            resize=_tuple(cfg.resize),
+            time_pattern=cfg.time_pattern,
+        ),
+        channels=1 if one else len(channels),
+    )
+
+
+def _tuple(value: Any) -> Any:
+    return None if value is None else tuple(value)
+
+
 def _manifest(cfg, da, line, split_ids, starts, transform, channels, stats) -> dict[str, Any]:
     n, n_ch, ny, nx = da.shape
     valid_counts = stats["valid_counts"]
     per_frame = valid_counts.min(axis=1) / float(ny * nx)
     frames_missing = int((per_frame < 1).sum())
-    variable = da.attrs.get("source_variable", da.name)
+    contract = _contract(cfg, da, line, transform, channels, stats)
     return {
         "format_version": FORMAT_VERSION,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "software": f"stforecast {__version__}",
-        "variable": variable if channels is None else channels,
-        "channels": channels,
-        "units": da.attrs.get("units", ""),
-        "channel_units": da.attrs.get("channel_units") if channels else None,
-        "long_name": da.attrs.get("long_name", ""),
-        "transform": {
-            "name": transform.name,
-            "options": transform.options,
-            "params": stats["params"] if channels else stats["params"][0],
-        },
+        "contract": contract.to_manifest(),
         "missing": {
-            "fill_value": stats["fills"]["physical"] if channels else stats["fills"]["physical"][0],
-            "fill_value_normalised": stats["fills"]["normalised"]
-            if channels
-            else stats["fills"]["normalised"][0],
+            "fill_value": contract.to_manifest()["missing"]["fill_value"],
+            "fill_value_normalised": contract.to_manifest()["missing"]["fill_value_normalised"],
             "frames_with_missing": frames_missing,
             "missing_fraction": float(1 - valid_counts.sum() / (n * n_ch * ny * nx)),
             "note": "missing values are filled in the store; `coverage` marks valid pixels",
-        },
-        "grid": {
-            "shape": [ny, nx],
-            "crs_wkt": da.attrs.get("crs_wkt", ""),
-            "transform": list(da.attrs.get("transform", [])),
-            "x": [float(da["x"].values[0]), float(da["x"].values[-1])],
-            "y": [float(da["y"].values[0]), float(da["y"].values[-1])],
         },
         "time": {
             "start": fmt(line.times[0]),
             "end": fmt(line.times[-1]),
             "step_seconds": line.step,
-            "step_iso": iso_duration(line.step),
+            "step_iso": contract.time_step_iso,
             "frames": n,
             "segments": [[fmt(line.times[a]), fmt(line.times[b - 1])] for a, b in line.segments],
             "gaps": line.gaps,
@@ -257,15 +284,13 @@ def _manifest(cfg, da, line, split_ids, starts, transform, channels, stats) -> d
             "counts": {name: int(starts[name].size) for name in SPLITS},
             "starts": {name: starts[name].tolist() for name in SPLITS},
         },
-        "processing": {
-            "units": cfg.units,
-            "source_units": cfg.source_units,
-            "zr": list(cfg.zr),
-            "crop_bbox": cfg.crop_bbox,
-            "crop_pixels": cfg.crop_pixels,
-            "coarsen": cfg.coarsen,
-            "resize": cfg.resize,
-            "time_pattern": cfg.time_pattern,
-        },
         "config": cfg.model_dump(mode="json"),
+        **_legacy(contract),
     }
+
+
+def _legacy(contract: DataContract) -> dict[str, Any]:
+    """TEMPORARY during the refactor: format-1 keys beside `contract`."""
+    c = contract.to_manifest()
+    return {k: c[k] for k in ("variable", "channels", "units", "channel_units", "long_name",
+            "transform", "grid", "processing")}  # fmt: skip

@@ -390,3 +390,14 @@ def grid_frames(cfg: DataConfig, da: xr.DataArray, step: int) -> xr.DataArray:
     if cfg.resize is not None:
         da = resize(da, tuple(cfg.resize))
     return da
+
+
+def processed_shape(cfg: Any) -> tuple[tuple[int, int], int]:
+    """Frame size and channel count of a `[data]` section's sources after its processing,
+    from the files' headers (nothing is read): what `train --dry-run` needs."""
+    from stforecast.io import open_frames
+
+    da = open_frames(cfg.sources, variable=cfg.variable, time_pattern=cfg.time_pattern)
+    step = cfg.time_step or da.attrs.get("time_step") or 1
+    da = grid_frames(cfg, da, int(step))
+    return (da.sizes["y"], da.sizes["x"]), da.sizes.get("channel", 1)

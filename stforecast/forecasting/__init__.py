@@ -12,9 +12,8 @@ __all__ = ["Plan", "forecast", "forecast_to_file", "output_name", "plan"]
 
 
 def __getattr__(name: str) -> Any:
-    from stforecast.forecasting import core
+    import importlib
 
-    try:
-        return getattr(core, name)
-    except AttributeError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    if name not in __all__:  # submodules are imported, not looked up here
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module("stforecast.forecasting.core"), name)

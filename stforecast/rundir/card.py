@@ -56,20 +56,18 @@ def build_card(
     metrics: dict[str, Any],
 ) -> dict[str, Any]:
     """The card's content; `data` is the `TrainingData` the run used."""
-    contract = dict(getattr(data, "contract", {}) or {})
-    frame = [int(s) for s in data.frame_size]
+    contract = data.contract.replace(
+        channels=int(data.in_channels),
+        frame_size=tuple(int(s) for s in data.frame_size),
+        input_frames=int(data.input_frames),
+        output_frames=int(data.output_frames),
+    )
     return {
         "format": FORMAT,
         "version": VERSION,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "architecture": {**net.config, "parameters": parameter_count(net)},
-        "input": {
-            **contract,
-            "channels": int(data.in_channels),
-            "frame_size": frame,
-            "input_frames": int(data.input_frames),
-            "output_frames": int(data.output_frames),
-        },
+        "input": contract.to_card(),
         "weights": {
             "file": WEIGHTS,
             "format": "safetensors",

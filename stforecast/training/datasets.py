@@ -22,11 +22,11 @@ from torch.utils.data import Dataset
 
 from stforecast.config import Recipe
 from stforecast.data import synthetic
-from stforecast.data.cache import cache_root, content_key, prepare_cached
+from stforecast.data.cache import cache_root, content_key, file_record, prepare_cached
+from stforecast.data.contract import DataContract, Grid, Transform
 from stforecast.data.dataset import WindowDataset
 from stforecast.data.store import read_manifest
 from stforecast.errors import ConfigError
-from stforecast.io.sources import sha256
 
 VALIDATION_SEED = 20200707  # Moving MNIST validation: training digits, its own fixed seed
 MNIST_EPOCH = 10000  # Moving MNIST sequences per training epoch (the papers' training set size)
@@ -40,7 +40,7 @@ class TrainingData:
     frame_size: tuple[int, int]
     input_frames: int
     output_frames: int
-    contract: dict[str, Any]
+    contract: DataContract
     checksums: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -97,32 +97,16 @@ def _store_data(recipe: Recipe, store: Path) -> TrainingData:
         if has_val
         else None
     )
-    ny, nx = manifest["grid"]["shape"]
+    contract = DataContract.from_manifest(manifest, store=str(Path(store).resolve()))
+    ny, nx = contract.grid.shape
     frame = (train_cfg.crop, train_cfg.crop) if train_cfg.crop else (ny, nx)
-    channels = manifest.get("channels") or [manifest["variable"]]
-    win = manifest["windows"]
-    contract = {
-        "variable": manifest["variable"],
-        "channels": manifest.get("channels"),
-        "units": manifest["units"],
-        "channel_units": manifest.get("channel_units"),
-        "transform": manifest["transform"],
-        "missing": {k: manifest["missing"][k] for k in ("fill_value", "fill_value_normalised")},
-        "grid": manifest["grid"],
-        "time_step_seconds": manifest["time"]["step_seconds"],
-        "time_step_iso": manifest["time"]["step_iso"],
-        "input_frames": win["input_frames"],
-        "output_frames": win["output_frames"],
-        "processing": manifest["processing"],
-        "store": str(Path(store).resolve()),
-    }
     return TrainingData(
         train=train,
         validation=validation,
-        in_channels=len(channels),
+        in_channels=contract.channels,
         frame_size=frame,
-        input_frames=win["input_frames"],
-        output_frames=win["output_frames"],
+        input_frames=contract.input_frames,
+        output_frames=contract.output_frames,
         contract=contract,
         checksums=manifest.get("sources", []),
     )
@@ -139,18 +123,17 @@ def _mnist_data(recipe: Recipe) -> TrainingData:
     val = synthetic.moving_mnist(
         train_pool, cfg.validation_sequences, seq_len=t_in + t_out, seed=VALIDATION_SEED
     )
-    contract = {
-        "variable": "moving_mnist",
-        "channels": None,
-        "units": "1",
-        "transform": {"name": "none", "options": {}, "params": {}},
-        "grid": {"shape": [64, 64], "crs_wkt": "", "transform": []},
-        "time_step_seconds": None,
-        "input_frames": t_in,
-        "output_frames": t_out,
-        "values": "pixel intensity / 255, in [0, 1]",
-    }
-    checksums = [{"path": str(cfg.moving_mnist), "sha256": sha256(cfg.moving_mnist)}]
+    contract = DataContract(
+        variable="moving_mnist",
+        units="1",
+        transform=Transform("none", {}, {}),
+        grid=Grid(shape=(64, 64)),
+        time_step_seconds=None,
+        input_frames=t_in,
+        output_frames=t_out,
+        values="pixel intensity / 255, in [0, 1]",
+    )
+    checksums = [file_record(cfg.moving_mnist)]
     return TrainingData(
         train, FixedSequences(val, t_in), 1, (64, 64), t_in, t_out, contract, checksums
     )
@@ -188,18 +171,13 @@ def describe(recipe: Recipe) -> dict[str, Any]:
         frame: tuple[int, int] = (64, 64)
         channels = 1
     elif cfg.store:
-        manifest = read_manifest(cfg.store)
-        frame = tuple(manifest["grid"]["shape"])
-        channels = len(manifest.get("channels") or [manifest["variable"]])
+        contract = DataContract.from_manifest(read_manifest(cfg.store))
+        frame = contract.grid.shape
+        channels = contract.channels
     elif cfg.sources:
-        from stforecast.data.resample import grid_frames
-        from stforecast.io import open_frames
+        from stforecast.data.resample import processed_shape
 
-        da = open_frames(cfg.sources, variable=cfg.variable, time_pattern=cfg.time_pattern)
-        step = cfg.time_step or da.attrs.get("time_step") or 1
-        da = grid_frames(cfg, da, int(step))
-        frame = (da.sizes["y"], da.sizes["x"])
-        channels = da.sizes.get("channel", 1)
+        frame, channels = processed_shape(cfg)
     else:
         raise ConfigError("[data] needs exactly one of store, sources or moving_mnist")
     return {
