@@ -180,9 +180,7 @@ def test_no_private_names_across_modules():
         for module, names, line in _imports(path):
             if not module.startswith("stforecast"):
                 continue
-            private_module = [
-                p for p in module.split(".") if p.startswith("_") and p != "__init__"
-            ]
+            private_module = [p for p in module.split(".") if p.startswith("_") and p != "__init__"]
             if private_module and module != "stforecast._version":
                 bad.append(f"{_where(path, line)} imports private module {module}")
             for name in names:

@@ -20,18 +20,44 @@ import torch
 from safetensors.torch import save as save_safetensors
 
 from stforecast import __version__
-from stforecast.errors import InputError
+from stforecast.errors import InputError, ModelMismatchError
 from stforecast.io.atomic import atomic_write_bytes
 from stforecast.rundir.layout import CARD, WEIGHTS, write_json
 
 FORMAT = "stforecast-model-card"
 VERSION = 1
+ARCHITECTURE_KEY = "stforecast.architecture"
+# What every card has, and the kind of each (a missing or malformed one is named, exit 4).
+REQUIRED = {"architecture": dict, "input": dict, "weights": dict}
+ARCHITECTURE_FIELDS = {
+    "name": str,
+    "in_channels": int,
+    "frame_size": list,
+    "patch_size": int,
+    "hidden_channels": list,
+    "kernel_size": int,
+}
 
 
 def weights_bytes(net: torch.nn.Module, metadata: dict[str, str] | None = None) -> bytes:
-    """The model's state dict as safetensors bytes (CPU, contiguous copies)."""
+    """The model's state dict as safetensors bytes (CPU, contiguous copies). The metadata
+    carries the architecture, so that a card edited to claim another one is caught."""
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in net.state_dict().items()}
-    return save_safetensors(tensors, metadata=metadata)
+    meta = {**(metadata or {}), ARCHITECTURE_KEY: json.dumps(net.config, sort_keys=True)}
+    return save_safetensors(tensors, metadata=meta)
+
+
+def weights_architecture(data: bytes) -> dict[str, Any] | None:
+    """The architecture recorded in safetensors weights (None for weights written before it
+    was recorded). Read from the file's JSON header: 8 bytes of length, then the header."""
+    if len(data) < 8:
+        return None
+    size = int.from_bytes(data[:8], "little")
+    try:
+        header = json.loads(data[8 : 8 + size])
+        return json.loads(header["__metadata__"][ARCHITECTURE_KEY])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def write_weights(path: Path, net: torch.nn.Module, metadata: dict[str, str] | None = None) -> str:
@@ -103,4 +129,22 @@ def read_card(run_dir: str | Path) -> dict[str, Any]:
         raise InputError(f"{path}: not an stforecast model card")
     if card.get("version") != VERSION:
         raise InputError(f"{path}: model card version {card.get('version')} is not supported")
+    check_card(card, path)
     return card
+
+
+def check_card(card: dict[str, Any], where: Any) -> None:
+    """The fields every use of a card needs, each of the right kind (`ModelMismatchError`,
+    exit 4, naming the field); the data contract is checked where it is read."""
+    for key, kind in REQUIRED.items():
+        if not isinstance(card.get(key), kind):
+            raise ModelMismatchError(f"{where}: field '{key}' is missing or not a table")
+    arch = card["architecture"]
+    for key, kind in ARCHITECTURE_FIELDS.items():
+        value = arch.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ModelMismatchError(
+                f"{where}: field 'architecture.{key}' is missing or invalid ({value!r})"
+            )
+    if not isinstance(card["weights"].get("file"), str):
+        raise ModelMismatchError(f"{where}: field 'weights.file' is missing or invalid")

@@ -14,10 +14,11 @@ from typing import Any
 
 from stforecast import models
 from stforecast.config import ForecastConfig, recipe
+from stforecast.data.contract import DataContract
 from stforecast.devices import resolve_device
 from stforecast.errors import InputError, ModelMismatchError
 from stforecast.io.sources import sha256
-from stforecast.rundir.card import parameter_count, read_card
+from stforecast.rundir.card import parameter_count, read_card, weights_architecture
 from stforecast.rundir.layout import BEST, CHECKPOINTS, RECIPE, WEIGHTS
 
 __all__ = [
@@ -46,7 +47,9 @@ def build_from_card(card: dict[str, Any]) -> models.SequenceModel:
             **arch.pop("options", {}),
         )
     except (KeyError, TypeError, ValueError) as err:
-        raise InputError(f"model card architecture cannot be built: {err}") from None
+        raise ModelMismatchError(
+            f"model card architecture cannot be built: {_first_line(err)}"
+        ) from None
 
 
 def load_model(
@@ -68,17 +71,63 @@ def load_model(
     if expected and hashlib.sha256(data).hexdigest() != expected:
         raise InputError(f"{path}: sha256 differs from the model card; the weights were altered")
     net = build_from_card(card)
+    _check_architecture(card, data, path)
     try:
         from safetensors.torch import load as load_safetensors
 
         state = load_safetensors(data)
-        net.load_state_dict(state, strict=True)
     except Exception as err:
-        raise InputError(f"{path}: weights do not fit the card's architecture: {err}") from None
+        raise InputError(f"{path}: not readable safetensors weights ({_first_line(err)})") from None
+    _load_state(net, state, path)
     expected_count = card["architecture"].get("parameters")
     if expected_count is not None and parameter_count(net) != expected_count:
-        raise InputError(f"{path}: parameter count differs from the model card")
+        raise ModelMismatchError(f"{path}: parameter count differs from the model card")
     return net.to(device).eval(), card
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _check_architecture(card: dict[str, Any], data: bytes, path: Path) -> None:
+    """The card must describe the network the weights were trained as (recorded in the
+    weights since this check exists; older weights are checked by their tensors alone)."""
+    recorded = weights_architecture(data)
+    if recorded is None:
+        return
+    claimed = {k: v for k, v in card["architecture"].items() if k != "parameters"}
+    if claimed != recorded:
+        differ = sorted(
+            k for k in set(claimed) | set(recorded) if claimed.get(k) != recorded.get(k)
+        )
+        raise ModelMismatchError(
+            f"{path}: the model card describes another network than the weights "
+            f"(differs in {', '.join(differ)}: card {claimed.get(differ[0])!r}, weights "
+            f"{recorded.get(differ[0])!r})"
+        )
+
+
+def _load_state(net: Any, state: dict[str, Any], path: Path) -> None:
+    """Load weights into the card's network; a mismatch is one line saying what differs."""
+    mine = net.state_dict()
+    missing = sorted(set(mine) - set(state))
+    unexpected = sorted(set(state) - set(mine))
+    reshaped = sorted(k for k in set(mine) & set(state) if mine[k].shape != state[k].shape)
+    if missing or unexpected or reshaped:
+        parts = [
+            f"{len(keys)} {what} (e.g. {keys[0]!r})"
+            for keys, what in (
+                (missing, "missing"),
+                (unexpected, "unexpected"),
+                (reshaped, "of another shape"),
+            )
+            if keys
+        ]
+        raise ModelMismatchError(
+            f"{path}: the weights do not fit the card's architecture: tensors " + ", ".join(parts)
+        )
+    net.load_state_dict(state, strict=True)
 
 
 @dataclass
@@ -131,13 +180,17 @@ def run_recipe(run_dir: Path) -> Any:
     return recipe(path) if path.is_file() else None
 
 
-def check_contract(card: dict[str, Any], where: Any) -> None:
-    contract = card.get("input", {})
-    if not contract.get("time_step_seconds") or "processing" not in contract:
+def check_contract(card: dict[str, Any], where: Any) -> DataContract:
+    """The card's data contract, which must describe gridded data with a time step."""
+    entry = card.get("input")
+    if isinstance(entry, dict) and (
+        entry.get("time_step_seconds") is None or "processing" not in entry
+    ):
         raise ModelMismatchError(
             f"{where}: this model was trained on data without a grid (Moving MNIST); "
             "it cannot forecast geographic frames"
         )
+    return DataContract.from_card(entry, str(where))
 
 
 def as_run(model: Any, device: str = "auto") -> Run:

@@ -98,6 +98,7 @@ def _store_data(recipe: Recipe, store: Path) -> TrainingData:
         else None
     )
     contract = DataContract.from_manifest(manifest, store=str(Path(store).resolve()))
+    _agree_with_store(recipe, contract, store)
     ny, nx = contract.grid.shape
     frame = (train_cfg.crop, train_cfg.crop) if train_cfg.crop else (ny, nx)
     return TrainingData(
@@ -110,6 +111,21 @@ def _store_data(recipe: Recipe, store: Path) -> TrainingData:
         contract=contract,
         checksums=manifest.get("sources", []),
     )
+
+
+def _agree_with_store(recipe: Recipe, contract: DataContract, store: Path) -> None:
+    """The window lengths come from the store: a recipe that names others contradicts it (a
+    usage error), one that leaves them unset records the store's (the run's `recipe.toml`
+    then says what was trained)."""
+    cfg = recipe.data
+    for field in ("input_frames", "output_frames"):
+        mine, theirs = getattr(cfg, field), getattr(contract, field)
+        if field in cfg.model_fields_set and mine != theirs:
+            raise ConfigError(
+                f"data.{field} = {mine} contradicts the store {store}, prepared with "
+                f"{field} = {theirs}; leave it unset or prepare a new store"
+            )
+        setattr(cfg, field, theirs)
 
 
 def _mnist_data(recipe: Recipe) -> TrainingData:
