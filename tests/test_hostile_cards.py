@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from runs import make_run
 
 from stforecast.errors import ModelMismatchError
+
+from runs import make_run
 
 
 @pytest.fixture(scope="module")

@@ -118,14 +118,14 @@ def _agree_with_store(recipe: Recipe, contract: DataContract, store: Path) -> No
     usage error), one that leaves them unset records the store's (the run's `recipe.toml`
     then says what was trained)."""
     cfg = recipe.data
-    for field in ("input_frames", "output_frames"):
-        mine, theirs = getattr(cfg, field), getattr(contract, field)
-        if field in cfg.model_fields_set and mine != theirs:
+    for name in ("input_frames", "output_frames"):
+        mine, theirs = getattr(cfg, name), getattr(contract, name)
+        if name in cfg.model_fields_set and mine != theirs:
             raise ConfigError(
-                f"data.{field} = {mine} contradicts the store {store}, prepared with "
-                f"{field} = {theirs}; leave it unset or prepare a new store"
+                f"data.{name} = {mine} contradicts the store {store}, prepared with "
+                f"{name} = {theirs}; leave it unset or prepare a new store"
             )
-        setattr(cfg, field, theirs)
+        setattr(cfg, name, theirs)
 
 
 def _mnist_data(recipe: Recipe) -> TrainingData:
