@@ -82,23 +82,12 @@ def prepare(
 
 
 def _with_progress(run, cfg, target, overwrite):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+    from rich.progress import TimeRemainingColumn
 
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        transient=True,
-    ) as bar:
-        tasks: dict[str, int] = {}
+    from stforecast.cli.progress import bar, stage_reporter
 
-        def report(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total)
-            bar.update(tasks[stage], completed=done)
-
-        return run(cfg, target, overwrite=overwrite, progress=report)
+    with bar(TimeRemainingColumn()) as shown:
+        return run(cfg, target, overwrite=overwrite, progress=stage_reporter(shown))
 
 
 def _summary(target: Path, manifest: dict, quiet: bool) -> None:

@@ -59,19 +59,13 @@ def train(
 def _dry_run(cfg) -> None:
     from rich.console import Console
 
-    from stforecast import models
+    from stforecast.models.registry import build_from_config
     from stforecast.training.datasets import batch_memory, describe
 
     shape = describe(cfg)
     m = cfg.model
-    net = models.build(
-        m.name,
-        in_channels=shape["in_channels"],
-        frame_size=shape["frame_size"],
-        patch_size=m.patch_size,
-        hidden_channels=m.hidden_channels,
-        kernel_size=m.kernel_size,
-        **m.options,
+    net = build_from_config(
+        m.model_dump() | {"in_channels": shape["in_channels"], "frame_size": shape["frame_size"]}
     )
     count = sum(p.numel() for p in net.parameters())
     mem = batch_memory(net, cfg.train.batch_size, shape["input_frames"], shape["output_frames"])
@@ -93,23 +87,12 @@ def _train(cfg, run_dir: Path, resume: bool, quiet: bool) -> dict:
     data = build_datasets(cfg)
     if quiet or int(os.environ.get("RANK", "0")) != 0:
         return run(cfg, run_dir, data=data, resume=resume)
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from rich.progress import TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    ) as bar:
+    from stforecast.cli.progress import bar as progress_bar
+
+    columns = (TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn())
+    with progress_bar(*columns, transient=False) as bar:
         task = bar.add_task("training", total=cfg.train.max_steps, info="")
         last_val: dict = {}
 

@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 
 from stforecast import models
 from stforecast.config import DataConfig, ModelConfig, Recipe, SplitConfig, TrainConfig, tomllib
+from stforecast.data.contract import DataContract, Grid, Transform
 from stforecast.errors import ConfigError, InputError
 from stforecast.io.atomic import atomic_path
 from stforecast.rundir.layout import recipe_toml
@@ -36,7 +37,7 @@ from stforecast.rundir.load import load_model
 from stforecast.rundir.tomlwriter import dumps
 from stforecast.training import TrainingError, order, sampling, train
 from stforecast.training.checkpoint import load_checkpoint, save_checkpoint
-from stforecast.training.losses import sequence_loss
+from stforecast.training.losses import loss_terms
 from stforecast.training.objective import reverse_time
 from stforecast.training.schedules import learning_rate
 from stforecast.training.validation import validate
@@ -99,8 +100,16 @@ class Data:
     frame_size: tuple[int, int] = (SIZE, SIZE)
     input_frames: int = T_IN
     output_frames: int = T_OUT
-    contract: dict[str, Any] = field(
-        default_factory=lambda: {"variable": "blobs", "units": "1", "transform": {"name": "none"}}
+    contract: DataContract = field(
+        default_factory=lambda: DataContract(
+            variable="blobs",
+            units="1",
+            transform=Transform("none", {}, {}),
+            grid=Grid(shape=(SIZE, SIZE)),
+            time_step_seconds=None,
+            input_frames=T_IN,
+            output_frames=T_OUT,
+        )
     )
     checksums: list[dict[str, Any]] = field(
         default_factory=lambda: [{"file": "blobs", "sha256": "0" * 64}]
@@ -159,23 +168,29 @@ def threads(n: int) -> Iterator[None]:
 
 
 # ------------------------------------------------------------------------------ losses
+def _reduced(pred, target, weight, kind, reduction):
+    """`loss_terms` reduced as the step and validation reduce it: the sum, or over the weight."""
+    total, count = loss_terms(pred, target, weight, kind)
+    return total if reduction == "sum" else total / count.clamp_min(1e-12)
+
+
 def test_losses_and_reductions_by_hand():
     pred = torch.tensor([1.0, -2.0, 3.0, 0.5]).view(1, 2, 2, 1, 1)  # (B, T, C, H, W)
     target = torch.zeros_like(pred)
     # squared 1, 4, 9, 0.25 -> 14.25 ; absolute 1, 2, 3, 0.5 -> 6.5
-    assert sequence_loss(pred, target, None, "l2", "sum").item() == pytest.approx(14.25)
-    assert sequence_loss(pred, target, None, "l2", "mean").item() == pytest.approx(14.25 / 4)
-    assert sequence_loss(pred, target, None, "l1", "sum").item() == pytest.approx(6.5)
-    assert sequence_loss(pred, target, None, "l1", "mean").item() == pytest.approx(6.5 / 4)
-    assert sequence_loss(pred, target, None, "l1+l2", "sum").item() == pytest.approx(20.75)
-    assert sequence_loss(pred, target, None, "l1+l2", "mean").item() == pytest.approx(20.75 / 4)
+    assert _reduced(pred, target, None, "l2", "sum").item() == pytest.approx(14.25)
+    assert _reduced(pred, target, None, "l2", "mean").item() == pytest.approx(14.25 / 4)
+    assert _reduced(pred, target, None, "l1", "sum").item() == pytest.approx(6.5)
+    assert _reduced(pred, target, None, "l1", "mean").item() == pytest.approx(6.5 / 4)
+    assert _reduced(pred, target, None, "l1+l2", "sum").item() == pytest.approx(20.75)
+    assert _reduced(pred, target, None, "l1+l2", "mean").item() == pytest.approx(20.75 / 4)
     # coverage (B, T, 1, H, W) broadcast over the 2 channels: keep only time step 0
     weight = torch.tensor([1.0, 0.0]).view(1, 2, 1, 1, 1)
-    assert sequence_loss(pred, target, weight, "l2", "sum").item() == pytest.approx(5.0)
-    assert sequence_loss(pred, target, weight, "l2", "mean").item() == pytest.approx(2.5)
-    assert sequence_loss(pred, target, weight, "l1", "mean").item() == pytest.approx(1.5)
+    assert _reduced(pred, target, weight, "l2", "sum").item() == pytest.approx(5.0)
+    assert _reduced(pred, target, weight, "l2", "mean").item() == pytest.approx(2.5)
+    assert _reduced(pred, target, weight, "l1", "mean").item() == pytest.approx(1.5)
     with pytest.raises(ValueError, match="unknown loss"):
-        sequence_loss(pred, target, None, "huber")
+        loss_terms(pred, target, None, "huber")
 
 
 def test_masked_loss_ignores_uncovered_nan_targets():
@@ -184,7 +199,7 @@ def test_masked_loss_ignores_uncovered_nan_targets():
     cover = torch.ones(2, 3, 1, 4, 4)
     cover[..., :2] = 0
     poisoned = target.masked_fill(cover == 0, float("nan"))
-    loss = sequence_loss(pred, poisoned, cover, "l1+l2", "mean")
+    loss = _reduced(pred, poisoned, cover, "l1+l2", "mean")
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(pred.grad).all()
     assert (pred.grad[..., :2] == 0).all()

@@ -7,6 +7,7 @@ that (`ce`, `se_scales`), so the ablations of CMS-LSTM's Table 3 are `build("pre
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -133,6 +134,24 @@ def build(
         "options": cell_opts,
     }
     return SequenceModel(cells, hidden, in_channels, patch_size, frame, config, size_free)
+
+
+def build_from_config(config: Mapping[str, Any]) -> SequenceModel:
+    """Build the model a config describes, in the form of `SequenceModel.config`.
+
+    The one way from a description to a net: a recipe's `[model]` plus the data's `in_channels`
+    and `frame_size` builds a new model, and a model card's `architecture` (the same form) rebuilds
+    a trained one. Keys other than `build`'s arguments (a card's `parameters`) are ignored.
+    """
+    return build(
+        config["name"],
+        in_channels=config["in_channels"],
+        frame_size=config["frame_size"],
+        patch_size=config["patch_size"],
+        hidden_channels=config["hidden_channels"],
+        kernel_size=config["kernel_size"],
+        **config.get("options", {}),
+    )
 
 
 register(

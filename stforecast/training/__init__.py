@@ -3,18 +3,21 @@
     from stforecast.training import train, build_datasets
     summary = train(recipe, "runs/radar", data=build_datasets(recipe))
 
-Modules, each named for what it holds: `loop` (the loop and `train`), `objective` (what a step
-optimises), `losses`, `schedules` (learning rates), `sampling` (scheduled sampling),
-`validation`, `order` (data order), `checkpoint` (resumable state), `distributed` (torchrun),
-`metrics_log` (`metrics.jsonl`), `seeding`, and `datasets` (datasets built from a recipe). The
-run directory itself (layout, card, loading) is `stforecast.rundir`.
+Modules, each named for what it holds: `loop` (the loop and `train`), `batches` (batch sizes
+and loaders), `step` (one optimiser update), `objective` (what a step optimises), `losses`,
+`running_loss` (the logged loss and the divergence check), `schedules` (learning rates),
+`sampling` (scheduled sampling), `validation`, `selection` (best weights, early stopping),
+`order` (data order), `checkpoint` (resumable state), `outputs` (the run directory's files),
+`distributed` (torchrun), `metrics_log` (`metrics.jsonl`), `seeding`, and `datasets` (datasets
+built from a recipe). The run directory itself (layout, card, loading) is `stforecast.rundir`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from stforecast.training.loop import TrainingError, train
+from stforecast.training.loop import train
+from stforecast.training.running_loss import TrainingError
 
 __all__ = ["TrainingData", "TrainingError", "build_datasets", "train"]
 

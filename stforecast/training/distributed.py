@@ -20,10 +20,10 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from stforecast.devices import describe_device, resolve_device
+from stforecast.devices import resolve_device
 from stforecast.errors import ConfigError
 
-__all__ = ["Context", "describe_device", "setup"]
+__all__ = ["Context", "setup"]
 
 
 def _env_int(name: str, default: int) -> int:

@@ -6,7 +6,9 @@ pixels) the error is exactly 0 and so is its gradient, even if the target holds 
 
 Reductions: `mean` averages over the weighted elements (Σ w·e / Σ w, w broadcast over channels);
 `sum` adds them up over the whole batch (`nn.MSELoss(reduction="sum")`, the CMS-LSTM script's
-choice). `l1+l2` is the sum of the two with the same reduction (CMS-LSTM paper).
+choice). `l1+l2` is the sum of the two with the same reduction (CMS-LSTM paper). `loss_terms`
+gives the sum and the weight; the reduction is applied over the global batch by the step
+(`step.Stepper.normalizer`) and by `validation`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import torch
 Tensor = torch.Tensor
 
 KINDS = ("l2", "l1", "l1+l2")
-REDUCTIONS = ("mean", "sum")
 
 
 def elementwise(pred: Tensor, target: Tensor, kind: str) -> Tensor:
@@ -49,22 +50,6 @@ def loss_terms(
     target = torch.where(weight > 0, target, pred.detach())
     err = elementwise(pred, target, kind)
     return (weight * err).sum(), weight.sum()
-
-
-def sequence_loss(
-    pred: Tensor,
-    target: Tensor,
-    weight: Tensor | None = None,
-    kind: str = "l2",
-    reduction: str = "mean",
-) -> Tensor:
-    """The training loss of one (local) batch: `kind` in l2/l1/l1+l2, `reduction` mean/sum."""
-    total, count = loss_terms(pred, target, weight, kind)
-    if reduction == "sum":
-        return total
-    if reduction == "mean":
-        return total / count.clamp_min(1e-12)
-    raise ValueError(f"unknown reduction {reduction!r}; choose one of {', '.join(REDUCTIONS)}")
 
 
 def rollout_targets(

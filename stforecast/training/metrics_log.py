@@ -5,6 +5,7 @@ Appended line by line by rank 0; a resumed run first truncates it to its checkpo
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 from pathlib import Path
@@ -12,6 +13,11 @@ from typing import Any
 
 from stforecast.io.atomic import atomic_write_bytes
 from stforecast.rundir.layout import METRICS, TENSORBOARD, dumps_json
+
+
+def utc_now() -> str:
+    """The `time` of a record: UTC, to the second."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 class MetricsLog:

@@ -25,6 +25,8 @@ from torch.utils.data import DataLoader, Dataset
 from stforecast.training.distributed import Context
 from stforecast.training.losses import loss_terms, rollout_targets
 
+Tensor = torch.Tensor
+
 
 def _batches(indices: list[int], size: int) -> list[list[int]]:
     return [indices[i : i + size] for i in range(0, len(indices), size)]
@@ -66,40 +68,54 @@ def validate(
                 pin_memory=device.type == "cuda",
             )
             for batch in loader:
-                inputs = batch["inputs"].to(device, non_blocking=True)
-                targets = batch["targets"].to(device, non_blocking=True)
-                coverage = batch.get("coverage")
-                if coverage is not None:
-                    coverage = coverage.to(device, non_blocking=True)
-                with autocast():
-                    out = net.rollout(inputs, t_out)
-                out = out.float()
-                ref, weight = rollout_targets(inputs, targets, coverage)
-                l2, wsum = loss_terms(out, ref, weight, "l2")
-                l1, _ = loss_terms(out, ref, weight, "l1")
-                pred = out[:, -t_out:]
-                w = (
-                    torch.ones_like(pred)
-                    if coverage is None
-                    else coverage[:, -t_out:].float().expand_as(pred)
-                )
-                err = torch.where(w > 0, pred - targets.float(), torch.zeros_like(pred))
-                dims = (0, 2, 3, 4)
-                sequences = torch.tensor(float(len(inputs)), device=device)
-                row = torch.cat(
-                    [
-                        torch.stack([l2, l1, wsum, sequences]),
-                        (w * err.square()).sum(dims),
-                        (w * err.abs()).sum(dims),
-                        w.sum(dims),
-                    ]
-                )
-                sums += row.detach().to("cpu", torch.float64)
+                sums += _batch_sums(net, batch, t_out, device, autocast)
     finally:
         net.train(was_training)
     if ctx.distributed:
         comm = sums.to(device) if device.type == "cuda" else sums
         sums = ctx.sum(comm).cpu()
+    return _metrics(sums, t_out, loss, reduction, batch_size)
+
+
+def _batch_sums(
+    net: torch.nn.Module,
+    batch: dict[str, Any],
+    t_out: int,
+    device: torch.device,
+    autocast: Callable[[], contextlib.AbstractContextManager],
+) -> Tensor:
+    """One batch's row of the sums `validate` adds up (float64, on the CPU)."""
+    inputs = batch["inputs"].to(device, non_blocking=True)
+    targets = batch["targets"].to(device, non_blocking=True)
+    coverage = batch.get("coverage")
+    if coverage is not None:
+        coverage = coverage.to(device, non_blocking=True)
+    with autocast():
+        out = net.rollout(inputs, t_out)
+    out = out.float()
+    ref, weight = rollout_targets(inputs, targets, coverage)
+    l2, wsum = loss_terms(out, ref, weight, "l2")
+    l1, _ = loss_terms(out, ref, weight, "l1")
+    pred = out[:, -t_out:]
+    w = torch.ones_like(pred) if coverage is None else coverage[:, -t_out:].float().expand_as(pred)
+    err = torch.where(w > 0, pred - targets.float(), torch.zeros_like(pred))
+    dims = (0, 2, 3, 4)
+    sequences = torch.tensor(float(len(inputs)), device=device)
+    row = torch.cat(
+        [
+            torch.stack([l2, l1, wsum, sequences]),
+            (w * err.square()).sum(dims),
+            (w * err.abs()).sum(dims),
+            w.sum(dims),
+        ]
+    )
+    return row.detach().to("cpu", torch.float64)
+
+
+def _metrics(
+    sums: Tensor, t_out: int, loss: str, reduction: str, batch_size: int
+) -> dict[str, Any] | None:
+    """The metrics of the summed rows (see the module docstring); None without sequences."""
     l2, l1, wsum, count = (float(v) for v in sums[:4])
     if count == 0:
         return None
