@@ -59,16 +59,16 @@ def train(
 def _dry_run(cfg) -> None:
     from rich.console import Console
 
-    from stforecast.models.registry import build_from_config
-    from stforecast.training.datasets import batch_memory, describe
+    from stforecast.models.memory import meta_build, training_bytes
+    from stforecast.training.datasets import describe
 
     shape = describe(cfg)
     m = cfg.model
-    net = build_from_config(
+    net = meta_build(
         m.model_dump() | {"in_channels": shape["in_channels"], "frame_size": shape["frame_size"]}
     )
     count = sum(p.numel() for p in net.parameters())
-    mem = batch_memory(net, cfg.train.batch_size, shape["input_frames"], shape["output_frames"])
+    mem = training_bytes(net, cfg.train.batch_size, shape["input_frames"], shape["output_frames"])
     total = sum(mem.values()) / 2**20
     h, w = shape["frame_size"]
     Console().print(

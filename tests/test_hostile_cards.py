@@ -142,3 +142,33 @@ def test_window_lengths_left_unset_are_recorded_from_the_store(base, tmp_path):
     assert res.returncode == 0, res.stderr
     written = (tmp_path / "run" / "recipe.toml").read_text()
     assert "input_frames = 4\n" in written and "output_frames = 3\n" in written
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda card: card["architecture"].update(hidden_channels=[1_000_000]),
+        lambda card: card["architecture"].update(hidden_channels=[20_000] * 4),
+        lambda card: card["input"].update(input_frames=10**9),
+    ],
+    ids=["hidden-1e6", "hidden-20000x4", "frames-1e9"],
+)
+def test_a_card_too_large_for_memory_is_refused_before_allocating(base, tmp_path, edit):
+    res = forecast(base, edited_run(base, tmp_path, edit), tmp_path)
+    assert res.returncode == 2, res.stderr
+    line = one_line(res)
+    assert "needs about" in line and "GiB" in line and "available" in line
+
+
+def test_training_too_large_for_memory_is_refused_with_the_estimate(base, tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(
+        f'[data]\nstore = "{base["store"]}"\n'
+        '[model]\nname = "convlstm"\nhidden_channels = [1000000]\n[train]\nmax_steps = 1\n'
+    )
+    res = stforecast("train", str(recipe), "--out", str(tmp_path / "run"), cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    assert "one training step needs about" in one_line(res)
+    assert not (tmp_path / "run").exists()
+    dry = stforecast("train", str(recipe), "--dry-run", cwd=tmp_path)
+    assert dry.returncode == 0 and "parameters" in dry.stdout  # the estimate, not an allocation

@@ -8,7 +8,15 @@ Build by name, then roll out::
 """
 
 from stforecast.models.patch import patchify, unpatchify
-from stforecast.models.registry import OPTIONS, Architecture, available, build, describe, register
+from stforecast.models.registry import (
+    OPTIONS,
+    Architecture,
+    available,
+    build,
+    build_from_config,
+    describe,
+    register,
+)
 from stforecast.models.sequence import SequenceModel
 
 __all__ = [
@@ -17,6 +25,7 @@ __all__ = [
     "SequenceModel",
     "available",
     "build",
+    "build_from_config",
     "describe",
     "patchify",
     "register",

@@ -16,7 +16,7 @@ from stforecast import models
 from stforecast.config import ForecastConfig, recipe
 from stforecast.data.contract import DataContract
 from stforecast.devices import resolve_device
-from stforecast.errors import InputError, ModelMismatchError
+from stforecast.errors import ConfigError, InputError, ModelMismatchError
 from stforecast.io.sources import sha256
 from stforecast.rundir.card import parameter_count, read_card, weights_architecture
 from stforecast.rundir.layout import BEST, CHECKPOINTS, RECIPE, WEIGHTS
@@ -32,20 +32,21 @@ __all__ = [
 ]
 
 
-def build_from_card(card: dict[str, Any]) -> models.SequenceModel:
-    """An untrained model with the card's architecture."""
-    arch = dict(card["architecture"])
-    arch.pop("parameters", None)
+def build_from_card(card: dict[str, Any], device: Any = "cpu") -> models.SequenceModel:
+    """An untrained model with the card's architecture, refused (exit 2, with the estimate)
+    before anything is allocated when it cannot fit in memory."""
+    from stforecast.models.memory import TooLargeError, check_fits, inference_bytes, meta_build
+
+    config = {**card["architecture"], "frame_size": tuple(card["architecture"]["frame_size"])}
+    frames = (card.get("input") or {}).get("input_frames")
     try:
-        return models.build(
-            arch.pop("name"),
-            in_channels=arch.pop("in_channels"),
-            frame_size=tuple(arch.pop("frame_size")),
-            patch_size=arch.pop("patch_size"),
-            hidden_channels=arch.pop("hidden_channels"),
-            kernel_size=arch.pop("kernel_size"),
-            **arch.pop("options", {}),
-        )
+        meta = meta_build(config)
+        if isinstance(frames, int) and frames > 0:
+            need = inference_bytes(meta, batch=1, t_in=frames)
+            check_fits(need, "this model's forecast", device)
+        return models.build_from_config(config)
+    except TooLargeError as err:
+        raise ConfigError(f"model card: {err}") from None
     except (KeyError, TypeError, ValueError) as err:
         raise ModelMismatchError(
             f"model card architecture cannot be built: {_first_line(err)}"
@@ -70,7 +71,7 @@ def load_model(
     expected = None if best else card["weights"].get("sha256")
     if expected and hashlib.sha256(data).hexdigest() != expected:
         raise InputError(f"{path}: sha256 differs from the model card; the weights were altered")
-    net = build_from_card(card)
+    net = build_from_card(card, device)
     _check_architecture(card, data, path)
     try:
         from safetensors.torch import load as load_safetensors

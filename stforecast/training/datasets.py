@@ -10,7 +10,6 @@ Three kinds of source, one interface (`TrainingData`):
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -201,29 +200,4 @@ def describe(recipe: Recipe) -> dict[str, Any]:
         "frame_size": (crop, crop) if crop else frame,
         "input_frames": cfg.input_frames,
         "output_frames": cfg.output_frames,
-    }
-
-
-def batch_memory(model: torch.nn.Module, batch: int, t_in: int, t_out: int) -> dict[str, int]:
-    """Bytes one training step needs, measured on the meta device (nothing is computed):
-    storages saved for the backward pass of a batch (each counted once), plus weights, gradients
-    and AdamW state."""
-    storages: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        s = t.untyped_storage()
-        storages[s._cdata] = s.nbytes()
-        return t
-
-    meta = copy.deepcopy(model).to("meta")
-    c = model.in_channels
-    h, w = model.frame_size
-    x = torch.zeros(batch, t_in + t_out, c, h, w, device="meta")
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        meta.rollout(x[:, :t_in], t_out)
-    params = sum(p.numel() * p.element_size() for p in model.parameters())
-    return {
-        "activations": sum(storages.values()),
-        "weights": params,
-        "optimizer_and_grads": 3 * params,
     }

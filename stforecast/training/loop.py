@@ -37,6 +37,7 @@ import torch
 from stforecast.config import Recipe
 from stforecast.devices import describe_device
 from stforecast.errors import ConfigError, InputError
+from stforecast.models.memory import TooLargeError, check_fits, meta_build, training_bytes
 from stforecast.models.registry import build_from_config
 from stforecast.training import distributed, outputs, sampling, seeding
 from stforecast.training.batches import Batches
@@ -101,13 +102,21 @@ class Trainer:
         validation = validation if validation is not None and len(validation) else None
         self.sampling_steps = cfg.sampling_steps or sampling.default_steps(cfg.max_steps)
 
-        seeding.seed_everything(cfg.seed)  # the initial weights follow the seed
         shape = {
             "in_channels": int(data.in_channels),
             "frame_size": tuple(int(s) for s in data.frame_size),
         }
+        config = recipe.model.model_dump() | shape
         try:
-            self.net = build_from_config(recipe.model.model_dump() | shape)
+            need = training_bytes(
+                meta_build(config), max(1, cfg.batch_size // ctx.world_size),
+                int(data.input_frames), output_frames,
+            )  # fmt: skip
+            check_fits(sum(need.values()), "one training step", device)
+            seeding.seed_everything(cfg.seed)  # the initial weights follow the seed
+            self.net = build_from_config(config)
+        except TooLargeError as err:
+            raise ConfigError(str(err)) from None
         except ValueError as err:
             raise ConfigError(f"[model]: {err}") from None
         self.stepper = Stepper(self.net, cfg, ctx, device)
