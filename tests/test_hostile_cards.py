@@ -172,3 +172,19 @@ def test_training_too_large_for_memory_is_refused_with_the_estimate(base, tmp_pa
     assert not (tmp_path / "run").exists()
     dry = stforecast("train", str(recipe), "--dry-run", cwd=tmp_path)
     assert dry.returncode == 0 and "parameters" in dry.stdout  # the estimate, not an allocation
+
+
+def test_a_killed_prepare_leaves_a_temporary_store_that_the_next_one_sweeps(tmp_path):
+    from stforecast.config import data_config
+    from stforecast.data.prepare import prepare
+    from stforecast.data.synthetic import write_rain_cells
+
+    archive = write_rain_cells(tmp_path / "r.nc", frames=12, size=8)
+    left = tmp_path / ".store.tmp"  # what SIGKILL mid-prepare leaves
+    (left / "frames").mkdir(parents=True)
+    (left / "frames" / "0.0.0.0").write_bytes(b"half a chunk")
+    prepare(
+        data_config(sources=[str(archive)], input_frames=2, output_frames=1), tmp_path / "store"
+    )
+    assert not left.exists() and (tmp_path / "store" / "manifest.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.nc", "store"]
