@@ -140,7 +140,7 @@ def _show(doc: dict, out_dir: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from stforecast.evaluation.evaluate import paper_table
+    from stforecast.evaluation.document import paper_table
 
     console = Console()
     methods = list(doc["methods"])

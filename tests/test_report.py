@@ -13,13 +13,9 @@ import pytest
 from matplotlib.figure import Figure
 
 from stforecast.errors import ConfigError
-from stforecast.evaluation.report import (
-    UNDEFINED,
-    sample_figure,
-    score_figure,
-    skill_table,
-    write_report,
-)
+from stforecast.evaluation.figures import sample_figure, score_figure
+from stforecast.evaluation.report import UNDEFINED, write_report
+from stforecast.evaluation.skill import skill_table
 
 LEADS = [10, 20, 30, 40, 50, 60]
 THRESHOLDS = ["0.1", "1.0", "5.0"]

@@ -1,419 +1,23 @@
 """`evaluate`: score a trained run and the baselines on the same cases, write `metrics.json`
 and the report.
 
-Cases come from one of three places, all scored by the same `Scores` in data units:
-
-- the **test split** of a prepared store (the run's own, or a recipe's): windows read from the
-  store, the model run on the normalised inputs exactly as in training, the truth and the
-  baselines' inputs de-normalised, no-coverage pixels excluded;
-- a **hindcast** over an archive: at every reference time in `[start, end]` (every `every`),
-  the forecast is made by `operational.plan`, the code path of `stforecast forecast`, and
-  compared with the archive's frames at the valid times (processed as the model card says);
-- the regenerated **Moving MNIST** test set for Moving MNIST runs (uint8 SSIM protocol).
-
-Memory is bounded: cases are scored as they come; only a few sample panels are kept.
+The steps live beside this one: `cases` (the test split, a hindcast or Moving MNIST),
+`scoring` (every method by the same `Scores`, streaming), `document` (`metrics.json`) and
+`report` (HTML, Markdown, figures). Memory is bounded: cases are scored as they come; only a
+few sample panels are kept.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import heapq
 import json
-import math
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from stforecast import __version__
 from stforecast.config import EvaluateConfig, Recipe
-from stforecast.data import transforms, units
-from stforecast.data.windows import fmt
-from stforecast.errors import ConfigError, InputError
-from stforecast.evaluation import baselines as baselines_mod
-from stforecast.evaluation.metrics import Scores
-
-Progress = Callable[[str, int, int], None]
-
-FORMAT = "stforecast-metrics"
-VERSION = 1
-METHOD = "model"
-
-
-@dataclass
-class Case:
-    """One forecast to score, first channel only, physical units, NaN = missing:
-    `inputs` (T_in, H, W), `truth` and `model` (T_out, H, W)."""
-
-    title: str
-    inputs: np.ndarray
-    truth: np.ndarray
-    model: np.ndarray
-
-
-# ------------------------------------------------------------------------------ the model
-
-
-def _forecast_batch(run: Any, x: np.ndarray, steps: int) -> np.ndarray:
-    """Normalised `(B, T, C, H, W)` -> normalised `(B, steps, C, H, W)`: batched when the
-    model takes the whole grid, tile by tile (`operational.predict`) otherwise."""
-    import torch
-
-    from stforecast.forecasting.core import _multiple, _tile_for, predict
-
-    tile = _tile_for(run.net, x.shape[-2:])
-    if tile is not None:
-        return np.stack([np.stack(list(predict(run.net, s, steps, tile=tile))) for s in x])
-    H, W = x.shape[-2:]
-    m = _multiple(run.net)
-    with torch.inference_mode():
-        t = torch.from_numpy(np.ascontiguousarray(x)).to(run.device)
-        ph, pw = (-H) % m, (-W) % m
-        if ph or pw:
-            b, n = t.shape[:2]
-            t = torch.nn.functional.pad(t.flatten(0, 1), (0, pw, 0, ph), mode="reflect")
-            t = t.unflatten(0, (b, n))
-        y = run.net(t, steps)[..., :H, :W]
-    return y.float().cpu().numpy()
-
-
-# ------------------------------------------------------------------------------ case sources
-
-
-def store_cases(
-    run: Any, store: str | Path, opts: EvaluateConfig, split: str = "test"
-) -> tuple[Iterator[Case], int, float]:
-    """Cases from a prepared store's split; returns (cases, how many, observed data range)."""
-    import zarr
-
-    from stforecast.data.dataset import WindowDataset
-    from stforecast.data.store import open_store
-    from stforecast.forecasting.core import card_transform
-
-    ds = WindowDataset(store, split)
-    manifest = ds.manifest
-    if not len(ds):
-        raise InputError(f"{store}: the {split} split has no windows")
-    transform, params = card_transform(manifest, len(manifest.get("channels") or [None]))
-    t_in, t_out = ds.t_in, ds.t_out
-    steps = t_out
-    n = len(ds) if opts.max_sequences is None else min(len(ds), opts.max_sequences)
-    group = zarr.open_group(str(store), mode="r")
-    times = open_store(store)[0]["time"].values
-    data_range = _store_range(group, manifest, transform, params, split)
-
-    def cases() -> Iterator[Case]:
-        for i in range(0, n, opts.batch_size):
-            items = [ds[k] for k in range(i, min(i + opts.batch_size, n))]
-            x = np.stack([it["inputs"].numpy() for it in items])
-            y = np.stack([it["targets"].numpy() for it in items])
-            cov = np.stack([it["coverage"].numpy()[:, 0] > 0 for it in items])
-            pred = _forecast_batch(run, x, steps)
-            phys_x = transforms.denormalise_frames(x, transform, params)[:, :, 0]
-            phys_y = transforms.denormalise_frames(y, transform, params)[:, :, 0]
-            phys_p = transforms.denormalise_frames(pred, transform, params)[:, :, 0]
-            for b, item in enumerate(items):
-                c_in, c_out = cov[b, :t_in], cov[b, t_in:]
-                inputs = np.where(c_in, phys_x[b], np.nan).astype(np.float32)
-                truth = np.where(c_out, phys_y[b], np.nan).astype(np.float32)
-                model = np.where(c_in[-1], phys_p[b], np.nan).astype(np.float32)
-                ref = int(item["start"]) + t_in - 1
-                yield Case(fmt(times[ref]), inputs, truth, model)
-
-    return cases(), n, data_range
-
-
-def _store_range(group, manifest, transform, params, split: str) -> float:
-    """Physical value range of the split's frames (where covered): PSNR/SSIM's `data_range`."""
-    from stforecast.data.windows import SPLITS
-
-    ids = np.asarray(group["split"][:])
-    idx = np.flatnonzero(ids == SPLITS.index(split))
-    lo, hi = math.inf, -math.inf
-    for i in range(0, idx.size, 64):
-        sel = idx[i : i + 64]
-        block = np.asarray(group["frames"].get_orthogonal_selection((sel, 0)), np.float32)
-        cov = np.asarray(group["coverage"].get_orthogonal_selection((sel,)), bool)
-        phys = np.asarray(transform.inverse(block, params[0]))[cov]
-        if phys.size:
-            lo, hi = min(lo, float(phys.min())), max(hi, float(phys.max()))
-    return hi - lo if hi > lo else 1.0
-
-
-def hindcast_cases(
-    run: Any,
-    sources: list[str],
-    *,
-    start: str | None = None,
-    end: str | None = None,
-    every: int | None = None,
-    steps: int | None = None,
-    skipped: list[dict[str, str]] | None = None,
-) -> tuple[Iterator[Case], int, float]:
-    """Forecasts at every reference time of an archive, through `stforecast forecast`'s path."""
-    from stforecast.data.resample import grid_frames
-    from stforecast.forecasting.core import lead_steps, materialise, plan, processing_config
-    from stforecast.io import open_frames
-
-    contract = run.contract
-    step = run.step
-    steps = lead_steps(run, steps=steps)
-    t_in = run.input_frames
-    da = open_frames(
-        sources,
-        variable=contract["variable"],
-        time_pattern=contract["processing"].get("time_pattern"),
-    ).sortby("time")
-    times = da["time"].values
-    processed = grid_frames(processing_config(contract), da, step)
-    delta = np.timedelta64(step, "s")
-    first = times[0] + (t_in - 1) * delta
-    last = times[-1] - steps * delta
-    t0 = np.datetime64(_utc(start), "ns") if start else first
-    t1 = np.datetime64(_utc(end), "ns") if end else last
-    stride = np.timedelta64(int(every or step), "s")
-    if every is not None and every % step:
-        raise ConfigError(f"--every must be a multiple of the model's step ({step} s)")
-    refs = [t for t in np.arange(max(t0, first), min(t1, last) + 1, stride) if t in set(times)]
-    if not refs:
-        raise InputError(
-            f"no reference time in [{fmt(t0)}, {fmt(t1)}] has {t_in} frames before it and "
-            f"{steps} after it in the sources ({fmt(times[0])} to {fmt(times[-1])})"
-        )
-    data_range = _archive_range(processed, refs, delta, steps)
-    log = skipped if skipped is not None else []
-
-    def cases() -> Iterator[Case]:
-        for ref in refs:
-            valid = ref + np.arange(1, steps + 1) * delta
-            try:
-                p = plan(da.sel(time=da["time"] <= ref), run, steps=steps, checksums=False)
-                ds = materialise(p)
-            except InputError as err:
-                log.append({"reference_time": fmt(ref), "reason": str(err)})
-                continue
-            name = next(n for n in ds.data_vars if n != "crs")
-            inputs_t = ref - np.arange(t_in - 1, -1, -1) * delta
-            inputs = _frames_at(processed, inputs_t)
-            truth = _frames_at(processed, valid)
-            yield Case(fmt(ref), inputs, truth, ds[name].values.astype(np.float32))
-
-    return cases(), len(refs), data_range
-
-
-def _frames_at(processed, wanted: np.ndarray) -> np.ndarray:
-    """First-channel frames at `wanted` times; NaN frames where the archive has none."""
-    have = processed["time"].values
-    present = np.isin(wanted, have)
-    sel = processed.sel(time=wanted[present])
-    values = np.asarray(sel.values, np.float32)
-    if values.ndim == 4:
-        values = values[:, 0]
-    out = np.full((wanted.size, *values.shape[1:]), np.nan, np.float32)
-    out[present] = values
-    return out
-
-
-def _archive_range(processed, refs, delta, steps) -> float:
-    times = processed["time"].values
-    lo_t, hi_t = refs[0] + delta, refs[-1] + steps * delta
-    sel = processed.sel(time=(times >= lo_t) & (times <= hi_t))
-    lo = float(sel.min(skipna=True).compute())
-    hi = float(sel.max(skipna=True).compute())
-    return hi - lo if math.isfinite(hi - lo) and hi > lo else 1.0
-
-
-def _utc(text: str) -> dt.datetime:
-    from stforecast.config import as_utc
-
-    try:
-        when = dt.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
-    except ValueError:
-        raise ConfigError(f"not an ISO 8601 time: {text!r} (e.g. 2020-10-31T09:00)") from None
-    return as_utc(when).replace(tzinfo=None)
-
-
-def mnist_cases(run: Any, recipe: Recipe, opts: EvaluateConfig) -> tuple[Iterator[Case], int]:
-    """The regenerated Moving MNIST test set (fixed seed, test digit pool)."""
-    import torch
-
-    from stforecast.data import synthetic
-
-    cfg = recipe.data
-    digits = synthetic.load_mnist_images(cfg.moving_mnist)
-    n = opts.max_sequences or 10000
-    t_in, t_out = run.contract["input_frames"], run.contract["output_frames"]
-    seqs = synthetic.moving_mnist_test(digits, n, seq_len=t_in + t_out)
-
-    def cases() -> Iterator[Case]:
-        for i in range(0, n, opts.batch_size):
-            batch = seqs[i : i + opts.batch_size].astype(np.float32) / 255.0
-            x = torch.from_numpy(batch[:, :t_in, None]).to(run.device)
-            with torch.inference_mode():
-                pred = run.net(x, t_out)[:, :, 0].float().cpu().numpy()
-            for b in range(batch.shape[0]):
-                yield Case(f"sequence {i + b}", batch[b, :t_in], batch[b, t_in:], pred[b])
-
-    return cases(), n
-
-
-# ------------------------------------------------------------------------------ scoring
-
-
-class _Samples:
-    """The `k` wettest cases (largest mean truth), kept for the report's panels."""
-
-    def __init__(self, k: int) -> None:
-        self.k, self.heap, self.count = k, [], 0
-
-    def offer(self, case: Case, forecasts: dict[str, np.ndarray]) -> None:
-        if self.k == 0:
-            return
-        wet = float(np.nanmean(case.truth)) if np.isfinite(case.truth).any() else -math.inf
-        self.count += 1
-        item = (wet, -self.count, case, forecasts)
-        if len(self.heap) < self.k:
-            heapq.heappush(self.heap, item)
-        elif wet > self.heap[0][0]:
-            heapq.heapreplace(self.heap, item)
-
-    def panels(self, lead_minutes: list[float], units_: str) -> list[dict[str, Any]]:
-        out = []
-        for _, _, case, forecasts in sorted(self.heap, key=lambda t: t[2].title):
-            out.append(
-                {
-                    "title": case.title,
-                    "inputs": case.inputs,
-                    "truth": case.truth,
-                    "forecasts": forecasts,
-                    "lead_minutes": lead_minutes,
-                    "units": units_,
-                }
-            )
-        return out
-
-
-def _clip(opts: EvaluateConfig, units_: str, mnist: bool) -> tuple[float | None, float | None]:
-    if opts.clip is not None:
-        return tuple(opts.clip)  # type: ignore[return-value]
-    if mnist:
-        return (0.0, 1.0)
-    if units.quantity(units_) in ("rate", "accumulation"):
-        return (0.0, None)
-    return (None, None)
-
-
-def score(
-    cases: Iterator[Case],
-    total: int,
-    *,
-    leads: int,
-    data_range: float,
-    opts: EvaluateConfig,
-    clip: tuple[float | None, float | None],
-    mnist: bool = False,
-    progress: Progress | None = None,
-) -> tuple[dict[str, Scores], _Samples, int]:
-    """Score the model and each baseline on every case, streaming."""
-    report = progress or (lambda stage, done, total: None)
-    methods = [METHOD, *opts.baselines]
-    for name in opts.baselines:
-        baselines_mod.get(name)  # unknown names fail before any work
-    thresholds = opts.thresholds if not mnist else [0.5]
-    scores = {
-        m: Scores(
-            leads,
-            data_range=data_range,
-            thresholds=tuple(thresholds),
-            scales=tuple(opts.scales),
-            clip=clip,
-            ssim_uint8=mnist,
-        )
-        for m in methods
-    }
-    samples = _Samples(opts.samples)
-    done = 0
-    for case in cases:
-        forecasts = {METHOD: case.model}
-        for name in opts.baselines:
-            forecasts[name] = baselines_mod.get(name)(case.inputs, leads)
-        for m in methods:
-            scores[m].update(forecasts[m], case.truth)
-        samples.offer(case, forecasts)
-        done += 1
-        report("scoring", done, total)
-    if done == 0:
-        raise InputError("no case could be scored (see the skipped reference times)")
-    return scores, samples, done
-
-
-def _clean(values: list[float]) -> list[float | None]:
-    return [None if not math.isfinite(v) else float(v) for v in values]
-
-
-def metrics_document(
-    run: Any,
-    scores: dict[str, Scores],
-    *,
-    lead_minutes: list[float],
-    cases: int,
-    data: dict[str, Any],
-    data_range: float,
-    clip: Any,
-    skipped: list[dict[str, str]],
-) -> dict[str, Any]:
-    """`metrics.json` (architecture.md contract): lists aligned with `lead_minutes`."""
-    methods = {}
-    protocol: dict[str, str] = {}
-    for name, s in scores.items():
-        result = {k: _clean(v) for k, v in s.result().items()}
-        summary = {k: (v if math.isfinite(v) else None) for k, v in s.summary().items()}
-        methods[name] = {**result, "summary": summary}
-        protocol.update(s.protocol())
-    contract = run.contract
-    protocol.update(
-        {
-            "values": f"de-normalised to data units ({contract.get('units')}); forecasts "
-            f"clipped to {list(clip)} before scoring",
-            "exclusions": "pixels missing or without radar coverage in the truth, and pixels "
-            "where a forecast is missing, are left out of every score",
-            "data_range": f"{data_range:g}, the observed value range of the scored truth, "
-            "unless [evaluate] data_range sets it",
-            "summary": "mean over lead times of each list, ignoring undefined values",
-            "channels": "multi-channel runs are scored on their first channel",
-            "persistence": "the last observed frame repeated",
-            "extrapolation": "optical flow (scikit-image ILK on the last frames) and "
-            "semi-Lagrangian backward advection of the last frame",
-        }
-    )
-    card = run.card
-    return {
-        "format": FORMAT,
-        "version": VERSION,
-        "lead_minutes": lead_minutes,
-        "units": contract.get("units"),
-        "variable": contract.get("variable"),
-        "methods": methods,
-        "protocol": protocol,
-        "cases": cases,
-        "frames_per_lead": list(scores[METHOD].frames),
-        "skipped": skipped,
-        "data": data,
-        "model": {
-            "run": str(run.path) if run.path else None,
-            "architecture": card["architecture"].get("name"),
-            "parameters": card["architecture"].get("parameters"),
-            "weights_sha256": card["weights"].get("sha256"),
-            "weights": card["weights"].get("scored", "final"),
-        },
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "software": f"stforecast {__version__}",
-    }
-
-
-# ------------------------------------------------------------------------------ the job
+from stforecast.errors import InputError
+from stforecast.evaluation.cases import Progress, choose_cases
+from stforecast.evaluation.document import lead_times, metrics_document
+from stforecast.evaluation.scoring import clip_range, score
 
 
 def evaluate(
@@ -438,19 +42,75 @@ def evaluate(
     prepared store's test split (prepared into the cache from its sources if needed), or the
     Moving MNIST test set.
     """
-    from stforecast.devices import resolve_device
     from stforecast.evaluation.report import write_report
-    from stforecast.io.sources import sha256
-    from stforecast.rundir.load import Run, load_model, run_recipe
+    from stforecast.io.atomic import atomic_write_bytes
+    from stforecast.rundir.load import run_recipe
 
     run_dir = Path(model)
     if not run_dir.is_dir():
         raise InputError(f"{run_dir}: no such run directory (the output of `stforecast train`)")
     recipe = recipe or run_recipe(run_dir)
     opts = recipe.evaluate if recipe is not None else EvaluateConfig()
+    run = _scored_run(run_dir, device, best)
+    contract = run.card["input"]
+    mnist = contract.get("variable") == "moving_mnist"
+    skipped: list[dict[str, str]] = []
+    step = contract.get("time_step_seconds")
+    source = choose_cases(
+        run, recipe, opts, sources=sources, start=start, end=end, every=every, steps=steps,
+        skipped=skipped, progress=progress,
+    )  # fmt: skip
+    data_range = source.data_range
+    if opts.data_range is not None:
+        data_range = float(opts.data_range)
+    clip = clip_range(opts, contract.get("units") or "", mnist)
+    scores, samples, n = score(
+        source.cases, source.total, leads=source.leads, data_range=data_range, opts=opts,
+        clip=clip, mnist=mnist, progress=progress,
+    )  # fmt: skip
+    lead_minutes = lead_times(step, source.leads)
+    doc = metrics_document(
+        run, scores, lead_minutes=lead_minutes, cases=n, data=source.data,
+        data_range=data_range, clip=clip, skipped=skipped,
+    )  # fmt: skip
+    if not step:
+        doc["lead_unit"] = "frame (Moving MNIST has no time step; lead_minutes counts frames)"
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / "metrics.json", json.dumps(doc, indent=1).encode())
+    write_report(
+        out,
+        doc,
+        samples.panels(lead_minutes, contract.get("units") or ""),
+        title=f"stforecast evaluation: {run_dir.name}",
+        details=_details(run, doc),
+    )
+    return doc
+
+
+def _details(run: Any, doc: dict[str, Any]) -> dict[str, str]:
+    """The report's details table: what was scored, on what, where."""
+    return {
+        "model run": str(run.path),
+        "architecture": f"{doc['model']['architecture']} ({doc['model']['parameters']:,} "
+        "parameters)",
+        "data": json.dumps(doc["data"]),
+        "cases scored": str(doc["cases"]),
+        "skipped": str(len(doc["skipped"])),
+        "device": str(run.device),
+    }
+
+
+def _scored_run(run_dir: Path, device: str, best: bool) -> Any:
+    """The run as scored: the final weights, or the best validation ones (`best`), with the
+    card saying which (the card itself describes the final weights)."""
+    from stforecast.devices import resolve_device
+    from stforecast.io.sources import sha256
+    from stforecast.rundir.load import Run, load_model
+
     torch_device = resolve_device(device)
     net, card = load_model(run_dir, best=best, device=torch_device)
-    if best:  # the card describes the final weights; say which ones were scored
+    if best:
         step = (card.get("metrics", {}).get("best") or {}).get("step")
         weights = {
             **card["weights"],
@@ -458,100 +118,4 @@ def evaluate(
             "sha256": sha256(run_dir / card["weights"]["best"]),
         }
         card = {**card, "weights": weights}
-    run = Run(net, card, run_dir, torch_device)
-    contract = card["input"]
-    mnist = contract.get("variable") == "moving_mnist"
-    skipped: list[dict[str, str]] = []
-    step = contract.get("time_step_seconds")
-
-    if sources:
-        if mnist:
-            raise ConfigError("a Moving MNIST run is evaluated on its test set, not on files")
-        from stforecast.rundir.load import check_contract
-
-        check_contract(card, run_dir)
-        cases, total, data_range = hindcast_cases(
-            run, list(sources), start=start, end=end, every=every, steps=steps,
-            skipped=skipped,
-        )  # fmt: skip
-        leads = steps or contract["output_frames"]
-        data = {"mode": "hindcast", "sources": [str(s) for s in sources],
-                "start": start, "end": end, "every_seconds": every or step}  # fmt: skip
-    elif recipe is not None and recipe.data.moving_mnist:
-        cases, total = mnist_cases(run, recipe, opts)
-        data_range, leads = 1.0, contract["output_frames"]
-        data = {"mode": "Moving MNIST (regenerated)", "sequences": total}
-    elif recipe is not None:
-        if start or end or every:
-            raise ConfigError("--start/--end/--every need archive files (DATA), not a store")
-        store = _store_for(recipe, progress)
-        cases, total, data_range = store_cases(run, store, opts)
-        leads = contract["output_frames"]
-        data = {"mode": "test split", "store": str(store)}
-    else:
-        raise ConfigError(
-            f"{run_dir} has no recipe.toml; give a recipe or DATA files to evaluate on"
-        )
-    if opts.data_range is not None:
-        data_range = float(opts.data_range)
-    clip = _clip(opts, contract.get("units") or "", mnist)
-    scores, samples, n = score(
-        cases, total, leads=leads, data_range=data_range, opts=opts, clip=clip, mnist=mnist,
-        progress=progress,
-    )  # fmt: skip
-    lead_minutes = (
-        [k * step / 60 for k in range(1, leads + 1)] if step else list(range(1, leads + 1))
-    )
-    lead_minutes = [int(v) if float(v).is_integer() else v for v in lead_minutes]
-    doc = metrics_document(
-        run, scores, lead_minutes=lead_minutes, cases=n, data=data, data_range=data_range,
-        clip=clip, skipped=skipped,
-    )  # fmt: skip
-    if not step:
-        doc["lead_unit"] = "frame (Moving MNIST has no time step; lead_minutes counts frames)"
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    from stforecast.io.atomic import atomic_write_bytes
-
-    atomic_write_bytes(out / "metrics.json", json.dumps(doc, indent=1).encode())
-    details = {
-        "model run": str(run_dir),
-        "architecture": f"{doc['model']['architecture']} ({doc['model']['parameters']:,} "
-        "parameters)",
-        "data": json.dumps(data),
-        "cases scored": str(n),
-        "skipped": str(len(skipped)),
-        "device": str(run.device),
-    }
-    write_report(
-        out,
-        doc,
-        samples.panels(lead_minutes, contract.get("units") or ""),
-        title=f"stforecast evaluation: {run_dir.name}",
-        details=details,
-    )
-    return doc
-
-
-def _store_for(recipe: Recipe, progress: Progress | None) -> Path:
-    cfg = recipe.data
-    if cfg.store:
-        return Path(cfg.store)
-    if cfg.sources:
-        from stforecast.data.cache import cache_root, content_key, prepare_cached
-
-        return prepare_cached(cfg, cache_root() / content_key(cfg), progress)
-    raise ConfigError("[data] needs a store or sources to evaluate on")
-
-
-def paper_table(doc: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    """Rows `(method, MSE per frame, MAE per frame, SSIM)` averaged over lead times, as the
-    papers' Moving MNIST tables report them."""
-    rows = []
-    for name, m in doc["methods"].items():
-        s = m["summary"]
-        rows.append(
-            (name, *(f"{s[k]:.1f}" if s.get(k) is not None else "-" for k in ("mse", "mae")),
-             f"{s['ssim']:.3f}" if s.get("ssim") is not None else "-")
-        )  # fmt: skip
-    return rows
+    return Run(net, card, run_dir, torch_device)

@@ -1,1 +1,2 @@
-"""Pictures: quick-look maps and animations of forecasts."""
+"""Pictures: the one precipitation palette (`palette`) and quick-look maps and animations of
+forecasts (`quicklook`)."""

@@ -13,9 +13,10 @@ the band tags `stforecast forecast` writes) into that layout.
 - **PNG** (`.png`): the leads side by side (rows of six), one colour scale shared by every
   panel and one colour bar.
 
-Colours: precipitation (a rate, or an accumulation per step) uses discrete levels 0.1, 0.2, 0.5,
-1, 2, 5, 10, 20, 50, 100 (rates shown in mm/h, accumulations in mm), white below 0.1; any other
-quantity uses viridis over the range of the leads shown. Missing values (no coverage) are grey.
+Colours are the maps' choice of `stforecast.viz.palette`: precipitation (a rate, or an
+accumulation per step) uses discrete levels 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100 (rates shown
+in mm/h, accumulations in mm), white below 0.1; any other quantity uses viridis over the range of
+the leads shown. Missing values (no coverage) are grey.
 At most `max_leads` leads are drawn, evenly spaced and always including the last; grids larger
 than 512 pixels are thinned for display (every k-th pixel), which keeps a quick look quick.
 
@@ -38,25 +39,11 @@ import xarray as xr
 
 from stforecast.errors import ConfigError, InputError, MissingVariableError
 from stforecast.io.atomic import atomic_path
+from stforecast.viz.palette import Scale, map_scale
 
-__all__ = ["RAIN_LEVELS", "SUFFIXES", "open_forecast", "quicklook"]
+__all__ = ["SUFFIXES", "open_forecast", "quicklook"]
 
 SUFFIXES = (".gif", ".png")
-RAIN_LEVELS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
-# One colour per interval between RAIN_LEVELS: light blue through green and yellow to red/purple.
-_RAIN_COLOURS = (
-    "#c6dbef",
-    "#6baed6",
-    "#2171b5",
-    "#31a354",
-    "#a1d99b",
-    "#fed976",
-    "#fd8d3c",
-    "#e31a1c",
-    "#ae017e",
-)
-_ABOVE = "#49006a"  # above the top level
-_MISSING = "#b0b0b0"  # NaN: no coverage
 _MAX_PIXELS = 512  # display size of a panel's longer side before thinning
 _COLUMNS = 6  # panels per row of the PNG strip
 _FPS = 2  # GIF frames per second
@@ -280,38 +267,10 @@ def _reference(da: xr.DataArray, ds: Any) -> Any:
 
 
 class _Style:
-    """Colour map, norm, colour-bar settings and the values converted for display."""
+    """The values as drawn (rain in mm/h or mm) with the palette's scale and colour-bar label."""
 
     def __init__(self, values: np.ndarray, units: str) -> None:
-        from matplotlib import colormaps
-        from matplotlib.colors import BoundaryNorm, ListedColormap, Normalize
-
-        from stforecast.data import units as units_mod
-
-        kind = units_mod.quantity(units) if units else None
-        self.label = units
-        self.values = values
-        if kind in ("rate", "accumulation"):
-            target = "mm h-1" if kind == "rate" else "mm"
-            if not units_mod.equivalent(units, target):
-                self.values = np.asarray(units_mod.convert(values, units, target), np.float32)
-            self.label = "mm/h" if kind == "rate" else "mm"
-            cmap = ListedColormap(list(_RAIN_COLOURS), name="stforecast_rain")
-            self.cmap = cmap.with_extremes(under="white", over=_ABOVE, bad=_MISSING)
-            self.norm = BoundaryNorm(list(RAIN_LEVELS), ncolors=len(_RAIN_COLOURS))
-            self.extend = "both"
-            self.ticks = list(RAIN_LEVELS)
-            self.discrete = True
-        else:
-            finite = self.values[np.isfinite(self.values)]
-            lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-            if hi <= lo:
-                lo, hi = lo - 0.5, hi + 0.5
-            self.cmap = colormaps["viridis"].with_extremes(bad=_MISSING)
-            self.norm = Normalize(lo, hi)
-            self.extend = "neither"
-            self.ticks = None
-            self.discrete = False
+        self.scale, self.values, self.label = map_scale(values, units)
 
 
 # ------------------------------------------------------------------------------ drawing
@@ -401,8 +360,8 @@ def _gif(tmp: Path, style: _Style, frames, heading: str, extent, origin: str) ->
     ax = fig.add_axes((0.03, bottom, 0.78, top - bottom))
     _frame(ax)
     image = ax.imshow(
-        style.values[0], cmap=style.cmap, norm=style.norm, extent=extent, origin=origin,
-        interpolation="nearest", resample=False,
+        style.values[0], cmap=style.scale.cmap, norm=style.scale.norm, extent=extent,
+        origin=origin, interpolation="nearest", resample=False,
     )  # fmt: skip
     ax.set_aspect("equal")
     span = top - bottom
@@ -429,12 +388,14 @@ def _frame(ax: Any) -> None:
 
 def _colorbar(fig: Any, image: Any, style: _Style, **where: Any) -> None:
     """One colour bar: `cax=` an axes of its own, or `ax=` the axes to take room from."""
+    scale: Scale = style.scale
+    ticks = list(scale.ticks) if scale.ticks else None
     bar = fig.colorbar(
-        image, extend=style.extend, ticks=style.ticks,
-        spacing="uniform" if style.discrete else "proportional", **where,
+        image, extend=scale.extend, ticks=ticks,
+        spacing="uniform" if scale.discrete else "proportional", **where,
     )  # fmt: skip
-    if style.ticks:
-        bar.ax.set_yticklabels([f"{t:g}" for t in style.ticks])
+    if ticks:
+        bar.ax.set_yticklabels([f"{t:g}" for t in ticks])
     if style.label:
         bar.set_label(style.label)
 
@@ -460,8 +421,8 @@ def _png(tmp: Path, style: _Style, frames, heading: str, extent, origin: str) ->
         ax = fig.add_axes((left / width, bottom / height, panel_w / width, panel_h / height))
         _frame(ax)
         image = ax.imshow(
-            style.values[k], cmap=style.cmap, norm=style.norm, extent=extent, origin=origin,
-            interpolation="nearest", resample=False,
+            style.values[k], cmap=style.scale.cmap, norm=style.scale.norm, extent=extent,
+            origin=origin, interpolation="nearest", resample=False,
         )  # fmt: skip
         ax.set_aspect("equal")
         ax.set_title(f"{lead}\n{valid}" if lead else valid, fontsize=8)
