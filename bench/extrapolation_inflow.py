@@ -18,7 +18,7 @@ from scipy import ndimage as ndi
 
 from stforecast.data.resample import grid_frames
 from stforecast.evaluation import baselines
-from stforecast.forecasting.core import processing_config
+from stforecast.forecasting.inputs import processing_config
 from stforecast.io import open_frames
 from stforecast.rundir.load import load_run
 

@@ -21,16 +21,14 @@ def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
 
 @contextmanager
 def engine_errors() -> Iterator[None]:
-    """Report the engine's errors as one line and their exit code, never a traceback:
-    `StforecastError` carries its code (2 configuration, 3 input data); any other ValueError is an
-    invalid argument (2); Ctrl-C exits 130 (the engine has already cleaned up)."""
-    from stforecast.errors import StforecastError
+    """Report the engine's errors as one line and their exit code, never a traceback
+    (`stforecast.errors.exit_status`); a bug goes on with its traceback."""
+    from stforecast.errors import exit_status, is_bug
 
     try:
         yield
-    except StforecastError as err:
-        raise fail(str(err), err.exit_code) from None
-    except ValueError as err:
-        raise fail(str(err), EXIT_USAGE) from None
-    except KeyboardInterrupt:
-        raise fail("interrupted", 130) from None
+    except BaseException as err:
+        if is_bug(err):
+            raise
+        code, line = exit_status(err)
+        raise fail(line, code) from None

@@ -51,7 +51,10 @@ def forecast(
     out: Annotated[
         Path,
         typer.Option(
-            "--out", "-o", help="Output file, or a directory for a name made from the forecast."
+            "--out",
+            "-o",
+            help="Output file, or a directory for a name made from the forecast.",
+            path_type=str,  # as typed: a trailing `/` says "a directory", which Path would drop
         ),
     ] = Path("."),
     format_: Annotated[
@@ -85,35 +88,22 @@ def forecast(
     # torch and xarray creates (about 0.3 s here); refcounting still frees every tensor.
     gc.disable()
 
-    def emit(event: dict[str, Any]) -> None:
-        if log_json:  # the human log is the final summary line (or the one error line)
-            sys.stdout.write(json.dumps(event, default=str) + "\n")
-            sys.stdout.flush()
-
+    emit = _emitter(log_json)
     if model is None:
         raise _error(emit, "no model: pass --model RUN_DIR or set STFORECAST_MODEL", 2, debug, None)
     if age is not None:
         emit({"stage": "start-up", "duration_s": age})
     try:
         t_import = time.perf_counter()
-        summary = None
-        if socket_path is not None:
-            summary = _on_server(socket_path, sources, model, out, format_, steps, hours, device,
-                                 emit, quiet or log_json, debug)  # fmt: skip
+        summary = None if socket_path is None else _on_server(
+            socket_path, sources, model, out, format_, steps, hours, device, emit,
+            quiet or log_json, debug)  # fmt: skip
         if summary is None:
-            from stforecast.forecasting.core import forecast_to_file
+            from stforecast.forecasting.job import forecast_to_file
 
             emit({"stage": "import", "duration_s": time.perf_counter() - t_import})
-            summary = forecast_to_file(
-                sources,
-                model,
-                out,
-                fmt_name=format_,
-                steps=steps,
-                hours=hours,
-                device=device,
-                log=emit,
-            )
+            summary = forecast_to_file(sources, model, out, fmt_name=format_, steps=steps,
+                                       hours=hours, device=device, log=emit)  # fmt: skip
     except BaseException as err:  # every failure: one line and its exit code
         raise _failure(emit, err, debug) from None
     summary["timings_s"]["start_up"] = age
@@ -122,19 +112,36 @@ def forecast(
     if log_json:
         emit(summary)
     elif not quiet:
-        t = summary["timings_s"]
-        where = " on the server" if summary.get("server") else ""
-        sys.stderr.write(
-            f"{summary['steps']} leads from {summary['reference_time']}{where} in "
-            f"{t['process']:.2f} s (model {t['model']:.2f} s), peak {summary['peak_mb']:.0f} MB\n"
-        )
-        sys.stdout.write(summary["output_file"] + "\n")
+        _report(summary)
+
+
+def _emitter(log_json: bool):
+    """Where the stages' events go: one JSON object per line on stdout with `--log-json`, else
+    nowhere (the human log is the final summary line, or the one error line)."""
+
+    def emit(event: dict[str, Any]) -> None:
+        if log_json:
+            sys.stdout.write(json.dumps(event, default=str) + "\n")
+            sys.stdout.flush()
+
+    return emit
+
+
+def _report(summary: dict[str, Any]) -> None:
+    """The human log of a success: one line on stderr, the output file on stdout."""
+    t = summary["timings_s"]
+    where = " on the server" if summary.get("server") else ""
+    sys.stderr.write(
+        f"{summary['steps']} leads from {summary['reference_time']}{where} in "
+        f"{t['process']:.2f} s (model {t['model']:.2f} s), peak {summary['peak_mb']:.0f} MB\n"
+    )
+    sys.stdout.write(summary["output_file"] + "\n")
 
 
 def _on_server(socket_path, sources, model, out, format_, steps, hours, device, emit, quiet,
                debug) -> dict[str, Any] | None:  # fmt: skip
     """The job on the server: its summary; None when it must run here (the reason is logged)."""
-    from stforecast.forecasting.service import ServerUnavailable, job_for, submit
+    from stforecast.forecasting.client import ServerUnavailable, job_for, submit
 
     job = job_for(sources, model, out, fmt_name=format_, steps=steps, hours=hours, device=device)
     try:
@@ -150,18 +157,16 @@ def _on_server(socket_path, sources, model, out, format_, steps, hours, device, 
 
 
 def _failure(emit, err: BaseException, debug: bool) -> typer.Exit:
-    from stforecast.errors import StforecastError
+    from stforecast.errors import exit_status, is_bug
 
-    if isinstance(err, StforecastError):
-        return _error(emit, str(err), err.exit_code, debug, err)
-    if isinstance(err, KeyboardInterrupt):
-        return _error(emit, "interrupted", 130, debug, err)
     if isinstance(err, (typer.Exit, SystemExit)):
         raise err
-    if isinstance(err, ValueError):
-        return _error(emit, str(err), 2, debug, err)
-    message = f"internal error: {type(err).__name__}: {err} (a bug; rerun with --debug)"
-    return _error(emit, message, 1, True if debug else None, err)
+    code, message = exit_status(err)
+    if is_bug(err):
+        return _error(
+            emit, f"{message} (a bug; rerun with --debug)", code, True if debug else None, err
+        )
+    return _error(emit, message, code, debug, err)
 
 
 def _error(emit, message: str, code: int, debug: bool | None, err: BaseException | None):

@@ -6,6 +6,8 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -17,6 +19,7 @@ import pytest
 import rasterio
 import torch
 import xarray as xr
+from forecast_files import forecast_file
 from typer.testing import CliRunner
 
 import stforecast
@@ -24,7 +27,8 @@ from stforecast import models
 from stforecast.cli.app import app
 from stforecast.data.synthetic import rain_cells
 from stforecast.errors import InputError, ModelMismatchError
-from stforecast.forecasting.core import plan, predict, tile_starts, tile_weights
+from stforecast.forecasting.plan import plan
+from stforecast.forecasting.tiling import predict, tile_starts, tile_weights
 from stforecast.io import open_frames
 from stforecast.rundir.load import load_run
 
@@ -256,15 +260,15 @@ def bad_inputs(tmp_path_factory, plain):
 )
 def test_cli_failure_classes_write_nothing(case, bad_inputs, plain, tmp_path):
     source, code = bad_inputs[case]
-    previous = tmp_path / "f.nc"
-    previous.write_bytes(b"previous forecast")
+    previous = forecast_file(tmp_path / "f.nc")
+    before = previous.read_bytes()
     res = cli("forecast", str(source), "--steps", "2", "--model", str(plain["run"]),
               "--out", str(previous))  # fmt: skip
     assert res.exit_code == code, (case, res.output)
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
     assert "Traceback" not in res.output
-    assert previous.read_bytes() == b"previous forecast"
+    assert previous.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.nc"]
 
 
@@ -285,6 +289,137 @@ def test_cli_usage_errors(plain, tmp_path):
 def test_debug_shows_the_traceback(plain, tmp_path):
     res = cli("forecast", str(tmp_path / "x.nc"), "--model", str(plain["run"]), "--debug")
     assert res.exit_code == 3 and "Traceback" in res.stderr
+
+
+# ------------------------------------------------------------------------------ what --out replaces
+
+
+@pytest.fixture
+def devices_are_safe(monkeypatch):
+    """Whatever the code under test does, no rename lands on a device node of the machine."""
+    real_replace = os.replace
+
+    def replace(src, dst, **kwargs):
+        assert not os.path.realpath(dst).startswith("/dev/"), f"would replace {dst}"
+        return real_replace(src, dst, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+
+
+def _state(path: Path) -> tuple:
+    """Type, inode, mtime, link target and (for a regular file) content, without opening
+    anything else (a FIFO would block)."""
+    st = os.lstat(path)
+    link = os.readlink(path) if stat.S_ISLNK(st.st_mode) else None
+    content = path.read_bytes() if stat.S_ISREG(st.st_mode) else None
+    return stat.S_IFMT(st.st_mode), st.st_ino, st.st_mtime_ns, link, content
+
+
+def _char_device(path: Path) -> Path:
+    try:  # our own node for /dev/null's device: nothing of the machine's is at stake
+        os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    except (PermissionError, OSError):
+        pytest.skip("making a device node needs root (CAP_MKNOD)")
+    return path
+
+
+def _unreplaceable(kind: str, root: Path, archive: Path) -> Path:
+    """An output path with something at it that a forecast must not replace."""
+    if kind == "text file":
+        (root / "f.nc").write_text("notes, not a forecast\n")
+        return root / "f.nc"
+    if kind == "text file, no suffix":
+        (root / "notes").write_text("notes, not a forecast\n")
+        return root / "notes"
+    if kind == "fifo":
+        os.mkfifo(root / "fifo")
+        return root / "fifo"
+    if kind == "character device":
+        return _char_device(root / "null")
+    if kind == "link to a text file":
+        (root / "notes.txt").write_text("notes\n")
+        (root / "latest.nc").symlink_to("notes.txt")
+        return root / "latest.nc"
+    if kind == "link to /dev/null":
+        (root / "null.nc").symlink_to("/dev/null")
+        return root / "null.nc"
+    if kind == "dangling link":
+        (root / "gone.nc").symlink_to(root / "nothing.nc")
+        return root / "gone.nc"
+    if kind == "netcdf that is not a forecast":  # an input archive stforecast wrote itself
+        shutil.copy2(archive, root / "archive.nc")
+        return root / "archive.nc"
+    if kind == "text file with the forecast's name":
+        (root / "out").mkdir()
+        (root / "out" / "rainrate_convlstm_20240101T1150Z_PT20M.nc").write_text("notes\n")
+        return Path(f"{root / 'out'}/")
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "text file",
+        "text file, no suffix",
+        "fifo",
+        "character device",
+        "link to a text file",
+        "link to /dev/null",
+        "dangling link",
+        "netcdf that is not a forecast",
+        "text file with the forecast's name",
+    ],
+)
+def test_out_replaces_only_a_forecast(kind, plain, tmp_path, devices_are_safe):
+    """Issue 13: `--out` over anything but a stforecast forecast exits 2, one line, and leaves
+    it (type, content, mtime) and its directory as they were."""
+    root = tmp_path / "root"
+    root.mkdir()
+    out = _unreplaceable(kind, root, plain["archive"])
+    listing = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+    before = {p: _state(root / p) for p in listing}
+    res = cli("forecast", str(plain["archive"]), "--steps", "2", "--model", str(plain["run"]),
+              "--out", str(out) + ("/" if kind.endswith("name") else ""))  # fmt: skip
+    assert res.exit_code == 2, (kind, res.output)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    assert "not replaced" in lines[0] and "Traceback" not in res.output
+    assert sorted(str(p.relative_to(root)) for p in root.rglob("*")) == listing  # nothing new
+    assert {p: _state(root / p) for p in listing} == before
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+
+def test_out_through_a_link_replaces_the_forecast_it_points_to(plain, tmp_path):
+    target = forecast_file(tmp_path / "f_1200.nc")
+    (tmp_path / "latest.nc").symlink_to("f_1200.nc")
+    old_inode = target.stat().st_ino
+    res = cli("forecast", str(plain["archive"]), "--steps", "2", "--model", str(plain["run"]),
+              "--out", str(tmp_path / "latest.nc"))  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert res.stdout.strip() == str(target)  # the file written
+    assert os.readlink(tmp_path / "latest.nc") == "f_1200.nc"  # the link is kept
+    assert target.stat().st_ino != old_inode  # replaced by a rename
+    with xr.open_dataset(tmp_path / "latest.nc") as ds:
+        assert ds.sizes["time"] == 2 and ds.sizes["x"] == 32
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f_1200.nc", "latest.nc"]
+
+
+def test_out_without_suffix_is_a_file_of_the_format(plain, tmp_path):
+    args = ["forecast", str(plain["archive"]), "--steps", "2", "--model", str(plain["run"])]
+    for fmt, magic in (("netcdf", b"\x89HDF"), ("geotiff", b"II*\x00")):
+        out = tmp_path / f"latest_{fmt}"
+        for _ in range(2):  # the second run replaces the first one's forecast
+            res = cli(*args, "--format", fmt, "--out", str(out))
+            assert res.exit_code == 0, res.output
+            assert out.read_bytes()[:4] == magic
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest_geotiff", "latest_netcdf"]
+
+
+def test_out_ending_in_a_slash_is_a_directory(plain, tmp_path):
+    res = cli("forecast", str(plain["archive"]), "--steps", "2", "--model", str(plain["run"]),
+              "--out", f"{tmp_path / 'later'}/")  # fmt: skip
+    assert res.exit_code == 3 and "does not exist" in res.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_lock_held_by_another_process_exits_5(plain, tmp_path):
@@ -333,7 +468,7 @@ def test_a_grid_without_coordinates_is_not_georeferenced(plain, tmp_path):
     """KNMI's layout: a CRS in the file but no x/y. The forecast keeps x/y as pixel indices and
     must not claim positions in that CRS (a GIS would put the grid at the CRS's origin)."""
     from stforecast.config import ForecastConfig
-    from stforecast.forecasting.core import _template
+    from stforecast.forecasting.template import forecast_template
     from stforecast.io.write import write_forecast
 
     ds = xr.load_dataset(plain["archive"]).isel(time=slice(-6, None)).drop_vars(["x", "y", "crs"])
@@ -343,7 +478,7 @@ def test_a_grid_without_coordinates_is_not_georeferenced(plain, tmp_path):
     da = open_frames([str(tmp_path / "knmi_like.nc")], variable="rainrate")
     assert "Stereographic" in da.attrs["crs_wkt"]  # the reader still knows the file's CRS
     run = load_run(plain["run"], device="cpu")
-    template = _template(run, da, 2, ["rainrate"], "mm h-1", [], ForecastConfig())
+    template = forecast_template(run, da, 2, ["rainrate"], "mm h-1", [], ForecastConfig())
     assert "crs" not in template and "grid_mapping" not in template["rainrate"].attrs
     assert template.attrs["source_crs_wkt"] == da.attrs["crs_wkt"]
     assert template["x"].attrs["units"] == "1" and "pixels" in template["x"].attrs["long_name"]

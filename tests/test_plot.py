@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 import typer
 import xarray as xr
+from forecast_files import write_dataset
 from PIL import Image
 from typer.testing import CliRunner
 
 from stforecast.cli.plot import plot
 from stforecast.errors import ConfigError, InputError, MissingVariableError
-from stforecast.forecasting.core import forecast
+from stforecast.forecasting.plan import forecast
 from stforecast.io import open_frames
-from stforecast.io.write import write_dataset
 from stforecast.viz.quicklook import open_forecast, quicklook
 
 from runs import make_run

@@ -20,11 +20,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
+from forecast_files import forecast_file
 from typer.testing import CliRunner
 
 from stforecast.cli.app import app
 from stforecast.errors import CancelledError, ConfigError, LockHeldError
-from stforecast.forecasting import service
+from stforecast.forecasting import client, protocol, service
 from stforecast.io.lock import output_lock
 
 from runs import make_run
@@ -151,17 +152,36 @@ def test_failures_keep_their_exit_codes_and_write_nothing(
         ds.to_netcdf(path)
     else:
         path = tmp_path / source
-    previous = tmp_path / "f.nc"
-    previous.write_bytes(b"previous forecast")
+    previous = forecast_file(tmp_path / "f.nc")
+    before = previous.read_bytes()
     steps = [] if "--hours" in extra else ["--steps", "2"]
     res = cli("forecast", str(path), "--model", str(plain["run"]), "--out", str(previous),
               "--socket", str(server.path), *steps, *extra)  # fmt: skip
     assert res.exit_code == code, res.output
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "warning" not in res.stderr
-    assert previous.read_bytes() == b"previous forecast"
+    assert previous.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "units.nc") == ["f.nc"]
     assert server.jobs()[-1]["exit_code"] == code
+
+
+def test_the_server_replaces_only_a_forecast(server, plain, tmp_path):
+    """Issue 13 through the server: it runs the same checks before any work."""
+    notes = tmp_path / "notes"
+    notes.write_text("not a forecast")
+    fifo = tmp_path / "fifo.nc"
+    os.mkfifo(fifo)
+    before = {p.name: (os.lstat(p).st_mtime_ns, os.lstat(p).st_mode) for p in tmp_path.iterdir()}
+    for out in (notes, fifo):
+        res = cli(*forecast_args(plain, "--steps", "2", "--out", str(out),
+                                 "--socket", str(server.path)))  # fmt: skip
+        assert res.exit_code == 2, res.output
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and "not replaced" in lines[0] and "warning" not in res.stderr
+        assert server.jobs()[-1]["exit_code"] == 2
+    assert notes.read_text() == "not a forecast" and stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    after = {p.name: (os.lstat(p).st_mtime_ns, os.lstat(p).st_mode) for p in tmp_path.iterdir()}
+    assert after == before
 
 
 def test_lock_held_exits_5_through_the_server(server, plain, tmp_path):
@@ -175,10 +195,10 @@ def test_lock_held_exits_5_through_the_server(server, plain, tmp_path):
 
 def test_client_hanging_up_cancels_the_job(server, plain, tmp_path):
     out = tmp_path / "long.nc"
-    job = service.job_for([str(plain["archive"])], plain["run"], out, steps=20000, device="cpu")
+    job = client.job_for([str(plain["archive"])], plain["run"], out, steps=20000, device="cpu")
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     conn.connect(str(server.path))
-    conn.sendall((json.dumps({"version": service.PROTOCOL, "stforecast": service.__version__,
+    conn.sendall((json.dumps({"version": protocol.PROTOCOL, "stforecast": client.__version__,
                               "job": job}) + "\n").encode())  # fmt: skip
     assert json.loads(conn.makefile().readline())["event"]["stage"] == "load model"
     conn.close()  # as `timeout` killing the client would
@@ -192,7 +212,7 @@ def test_client_hanging_up_cancels_the_job(server, plain, tmp_path):
 def test_a_set_cancel_stops_before_writing(plain, tmp_path):
     cancel = threading.Event()
     cancel.set()
-    job = service.job_for([str(plain["archive"])], plain["run"], tmp_path / "f.nc", steps=3)
+    job = client.job_for([str(plain["archive"])], plain["run"], tmp_path / "f.nc", steps=3)
     code, error, summary = service.run_job(job, service.ModelCache(), lambda e: None, cancel)
     assert code == CancelledError.exit_code == 130 and "cancelled" in error and summary is None
     assert list(tmp_path.iterdir()) == []
@@ -200,7 +220,7 @@ def test_a_set_cancel_stops_before_writing(plain, tmp_path):
 
 def test_malformed_jobs_are_refused_one_by_one(server):
     for bad in ({"job": {"sources": "x.nc"}}, {"job": {**_job(), "extra": 1}}, {"nojob": 1}):
-        bad = {"version": service.PROTOCOL, "stforecast": service.__version__, **bad}
+        bad = {"version": protocol.PROTOCOL, "stforecast": client.__version__, **bad}
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         conn.connect(str(server.path))
         conn.sendall((json.dumps(bad) + "\n").encode())
@@ -211,7 +231,7 @@ def test_malformed_jobs_are_refused_one_by_one(server):
 
 
 def _job() -> dict:
-    return service.job_for(["a.nc"], "run", "out.nc")
+    return client.job_for(["a.nc"], "run", "out.nc")
 
 
 # ------------------------------------------------------------------------------ fallback
@@ -232,7 +252,7 @@ def test_no_server_falls_back_in_process(plain, sock_dir, tmp_path):
 def test_another_version_is_refused(server):
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     conn.connect(str(server.path))
-    old = {"version": service.PROTOCOL, "stforecast": "0.0.0-old", "job": _job()}
+    old = {"version": protocol.PROTOCOL, "stforecast": "0.0.0-old", "job": _job()}
     conn.sendall((json.dumps(old) + "\n").encode())
     reply = json.loads(conn.makefile().readline())
     conn.close()
@@ -264,9 +284,9 @@ def test_a_refused_job_runs_in_process(plain, sock_dir, tmp_path):
 
 
 def test_a_server_of_another_user_is_not_used(server, monkeypatch):
-    monkeypatch.setattr(service, "_peer_uid", lambda sock: 4242)
-    with pytest.raises(service.ServerUnavailable, match="another user"):
-        service.submit(server.path, _job(), lambda e: None)
+    monkeypatch.setattr(protocol, "peer_uid", lambda sock: 4242)
+    with pytest.raises(client.ServerUnavailable, match="another user"):
+        client.submit(server.path, _job(), lambda e: None)
 
 
 # ------------------------------------------------------------------------------ the model
@@ -361,29 +381,29 @@ def test_serve_needs_a_socket():
 
 def test_stopping_finishes_the_job_in_progress_and_hands_back_the_queue(sock_dir, plain, tmp_path):
     running = Running(sock_dir / "s.sock", [plain["run"]])
-    first = service.job_for([str(plain["archive"])], plain["run"], tmp_path / "a.nc", steps=1500)
-    second = service.job_for([str(plain["archive"])], plain["run"], tmp_path / "b.nc", steps=2)
+    first = client.job_for([str(plain["archive"])], plain["run"], tmp_path / "a.nc", steps=1500)
+    second = client.job_for([str(plain["archive"])], plain["run"], tmp_path / "b.nc", steps=2)
     results: dict[str, object] = {}
     started = threading.Event()
 
-    def client(name: str, job: dict) -> None:
+    def submit(name: str, job: dict) -> None:
         def on_event(event: dict) -> None:
             if event.get("stage") == "read":
                 started.set()
 
         try:
-            results[name] = service.submit(running.path, job, on_event)
-        except service.ServerUnavailable as why:
+            results[name] = client.submit(running.path, job, on_event)
+        except client.ServerUnavailable as why:
             results[name] = why
 
-    a = threading.Thread(target=client, args=("a", first))
+    a = threading.Thread(target=submit, args=("a", first))
     a.start()
     assert started.wait(60)  # the first job runs
-    b = threading.Thread(target=client, args=("b", second))
+    b = threading.Thread(target=submit, args=("b", second))
     b.start()
     time.sleep(0.5)  # the second is queued behind it
     running.stop()
     a.join(60), b.join(60)
     assert results["a"]["exit_code"] == 0 and (tmp_path / "a.nc").is_file()
-    assert isinstance(results["b"], service.ServerUnavailable), results["b"]
+    assert isinstance(results["b"], client.ServerUnavailable), results["b"]
     assert "stopp" in str(results["b"]) and not (tmp_path / "b.nc").exists()

@@ -1,7 +1,7 @@
 """Forecast writers (CF NetCDF, GeoTIFF), atomic replacement and the output lock.
 
-The forecast template is built here as the engine builds it: lazy data variables, lead
-coordinates, a `crs` grid-mapping variable from pyproj and ACDD attributes.
+The forecast template (`forecast_files.make_template`) is built as the engine builds it: lazy
+data variables, lead coordinates, a `crs` grid-mapping variable from pyproj and ACDD attributes.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
@@ -23,107 +24,26 @@ import pyproj
 import pytest
 import rasterio
 import xarray as xr
-
-from stforecast.errors import InputError, LockHeldError
-from stforecast.io import lock as lock_mod
-from stforecast.io.atomic import remove_stale_temps, temp_prefix
-from stforecast.io.lock import lock_path, output_lock
-from stforecast.io.write import (
-    FILL_VALUE,
-    FORMATS,
-    SUFFIX,
-    TIME_UNITS,
-    iso_duration,
+from forecast_files import (
+    PROVENANCE,
+    REFERENCE,
+    forecast_file,
+    lead_values,
+    make_leads,
+    make_template,
     write_dataset,
-    write_forecast,
 )
 
+from stforecast.errors import ConfigError, InputError, LockHeldError
+from stforecast.io import lock as lock_mod
+from stforecast.io.atomic import host, remove_stale_temps, temp_prefix
+from stforecast.io.cf import FILL_VALUE, TIME_UNITS
+from stforecast.io.lock import lock_path, output_lock
+from stforecast.io.target import is_forecast, replaceable
+from stforecast.io.times import iso_duration
+from stforecast.io.write import FORMATS, SUFFIX, write_forecast
+
 ROOT = Path(__file__).resolve().parents[1]
-REFERENCE = np.datetime64("2024-05-01T12:00:00", "ns")
-PROVENANCE = {"model_sha256": "ab" * 32, "recipe_hash": "cd" * 8, "inputs": [["a.nc", "ef" * 32]]}
-
-
-def make_template(
-    n: int = 6,
-    ny: int = 40,
-    nx: int = 50,
-    *,
-    latlon: bool = False,
-    dims: tuple[str, str] = ("y", "x"),
-    names: tuple[str, ...] = ("rainrate",),
-    geotransform: bool = True,
-    data=None,
-) -> xr.Dataset:
-    """A forecast-like template: `n` leads of 10 min, EPSG:3035 1 km cells (y descending) or an
-    EPSG:4326 0.01° grid; lazy (dask zeros) data variables unless `data` is given."""
-    period = (np.arange(1, n + 1) * np.timedelta64(10, "m")).astype("timedelta64[ns]")
-    if latlon:
-        crs, step = pyproj.CRS.from_epsg(4326), 0.01
-        x = 5.0 + (np.arange(nx) + 0.5) * step
-        y = 52.0 - (np.arange(ny) + 0.5) * step
-        y_attrs = {"standard_name": "latitude", "units": "degrees_north", "axis": "Y"}
-        x_attrs = {"standard_name": "longitude", "units": "degrees_east", "axis": "X"}
-    else:
-        crs, step = pyproj.CRS.from_epsg(3035), 1000.0
-        x = 4_000_000.0 + (np.arange(nx) + 0.5) * step
-        y = 3_000_000.0 - (np.arange(ny) + 0.5) * step
-        y_attrs = {"standard_name": "projection_y_coordinate", "units": "m", "axis": "Y"}
-        x_attrs = {"standard_name": "projection_x_coordinate", "units": "m", "axis": "X"}
-    yd, xd = dims
-    data_vars = {}
-    for name in names:
-        values = (
-            da.zeros((n, ny, nx), dtype=np.float32, chunks=(1, ny, nx)) if data is None else data
-        )
-        data_vars[name] = (
-            ("time", yd, xd),
-            values,
-            {
-                "units": "mm h-1",
-                "long_name": f"{name} (forecast)",
-                "standard_name": "rainfall_rate",
-                "grid_mapping": "crs",
-            },
-        )
-    data_vars["crs"] = ((), np.int32(0), {**crs.to_cf(), "crs_wkt": crs.to_wkt()})
-    attrs = {
-        "Conventions": "CF-1.10, ACDD-1.3",
-        "title": "stforecast nowcast of rain rate",
-        "institution": "test institute",
-        "source": "stforecast 0.0.test convlstm",
-        "history": "2024-05-01T12:05:00Z stforecast forecast",
-        "date_created": "2024-05-01T12:05:00Z",
-        "time_coverage_start": "2024-05-01T12:10:00Z",
-        "time_coverage_end": str(np.datetime_as_string(REFERENCE + period[-1], unit="s")) + "Z",
-        "time_coverage_resolution": "PT10M",
-        "summary": "test forecast",
-        "provenance": json.dumps(PROVENANCE),
-    }
-    if geotransform:
-        attrs["geotransform"] = [step, 0.0, x[0] - step / 2, 0.0, -step, y[0] + step / 2]
-    return xr.Dataset(
-        data_vars,
-        coords={
-            "time": ("time", REFERENCE + period, {"standard_name": "time", "axis": "T"}),
-            "forecast_period": ("time", period, {"standard_name": "forecast_period"}),
-            "forecast_reference_time": ((), REFERENCE),
-            yd: (yd, y, y_attrs),
-            xd: (xd, x, x_attrs),
-        },
-        attrs=attrs,
-    )
-
-
-def lead_values(k: int, ny: int = 40, nx: int = 50, offset: float = 0.0) -> np.ndarray:
-    """Lead k: a ramp plus k, NaN in the north-west corner (no radar coverage)."""
-    values = (np.arange(ny * nx, dtype=np.float32).reshape(ny, nx) / 100.0 + k + offset).copy()
-    values[:5, :7] = np.nan
-    return values
-
-
-def make_leads(n: int = 6, names=("rainrate",), ny: int = 40, nx: int = 50, offset: float = 0.0):
-    for k in range(n):
-        yield {name: lead_values(k, ny, nx, offset) for name in names}
 
 
 def temps(directory: Path) -> list[str]:
@@ -399,14 +319,14 @@ def test_geotransform_must_match_coordinates(tmp_path):
 
 
 def test_iso_duration():
-    s = 1_000_000_000
+    s = np.timedelta64(1_000_000_000, "ns")  # a lead time, as the GeoTIFF writer has it
     assert iso_duration(600 * s) == "PT10M"
     assert iso_duration(3600 * s) == "PT1H"
     assert iso_duration(5400 * s) == "PT1H30M"
     assert iso_duration(0) == "PT0S"
     assert iso_duration(-300 * s) == "-PT5M"
     assert iso_duration(s // 2) == "PT0.5S"
-    assert iso_duration(86400 * s + 61 * s) == "PT24H1M1S"
+    assert iso_duration(86400 * s + 61 * s, days=False) == "PT24H1M1S"  # band descriptions
 
 
 # --------------------------------------------------------------------------------------------
@@ -470,6 +390,84 @@ def test_failure_mid_stream_keeps_previous_file(tmp_path, fmt, error):
     assert temps(tmp_path) == [] and sorted(os.listdir(tmp_path)) == [path.name]
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_only_a_forecast_is_replaced(tmp_path, fmt):
+    """A forecast replaces an earlier forecast (NetCDF or GeoTIFF, either way) and nothing else."""
+    path = tmp_path / f"fc{SUFFIX[fmt]}"
+    for previous in FORMATS:
+        forecast_file(path, previous)
+        write_forecast(path, make_template(), make_leads(), fmt)
+        assert is_forecast(path)
+    path.write_text("notes")
+    with pytest.raises(ConfigError, match="not a stforecast forecast; not replaced") as info:
+        write_forecast(path, make_template(), make_leads(), fmt)
+    assert info.value.exit_code == 2
+    assert path.read_text() == "notes" and sorted(os.listdir(tmp_path)) == [path.name]
+
+
+def test_inputs_written_by_stforecast_are_not_forecasts(tmp_path):
+    """A synthetic archive has stforecast's `source` but no provenance and no reference time;
+    a GeoTIFF of another program has no tags at all."""
+    from stforecast.data.synthetic import write_rain_cells
+
+    archive = write_rain_cells(tmp_path / "rain.nc", frames=3, size=8, seed=1)
+    with netCDF4.Dataset(archive) as nc:
+        assert nc.getncattr("source").startswith("stforecast")
+    assert not is_forecast(archive)
+    other = tmp_path / "other.tif"
+    with rasterio.open(other, "w", driver="GTiff", width=4, height=4, count=1, dtype="float32",
+                       transform=rasterio.Affine(1.0, 0, 0, 0, -1.0, 4.0)) as dst:  # fmt: skip
+        dst.write(np.zeros((1, 4, 4), np.float32))
+    assert not is_forecast(other)
+    assert is_forecast(forecast_file(tmp_path / "f.tif", "geotiff"))
+
+
+def test_devices_fifos_and_links_are_refused_without_opening_them(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match="is a FIFO"):
+        replaceable(fifo)  # a FIFO opened for reading would block
+    with pytest.raises(ConfigError, match="is a character device"):
+        replaceable("/dev/null")  # only looked at: replaceable never writes
+    (tmp_path / "null.nc").symlink_to("/dev/null")
+    with pytest.raises(ConfigError, match="link to /dev/null, which is not a stforecast"):
+        replaceable(tmp_path / "null.nc")
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    with pytest.raises(InputError, match="is a directory"):
+        replaceable(tmp_path)
+    target = forecast_file(tmp_path / "f.nc")
+    (tmp_path / "latest.nc").symlink_to("f.nc")
+    assert replaceable(tmp_path / "latest.nc") == target
+    assert replaceable(tmp_path / "new.nc") == tmp_path / "new.nc"
+
+
+def test_a_link_to_a_forecast_keeps_pointing_to_it(tmp_path):
+    target = forecast_file(tmp_path / "f.nc")
+    link = tmp_path / "latest.nc"
+    link.symlink_to("f.nc")
+    assert write_forecast(link, make_template(), make_leads()) == target
+    assert link.is_symlink() and os.readlink(link) == "f.nc"
+    with xr.open_dataset(link) as ds:
+        assert ds.sizes["time"] == 6
+    assert sorted(os.listdir(tmp_path)) == ["f.nc", "latest.nc"]
+
+
+def test_what_appears_at_the_path_meanwhile_is_not_replaced(tmp_path):
+    """The check is repeated just before the rename."""
+    path = tmp_path / "fc.nc"
+
+    def leads():
+        for k, lead in enumerate(make_leads()):
+            if k == 3:
+                path.write_text("written by someone else meanwhile")
+            yield lead
+
+    with pytest.raises(ConfigError, match="not a stforecast forecast"):
+        write_forecast(path, make_template(), leads())
+    assert path.read_text() == "written by someone else meanwhile"
+    assert sorted(os.listdir(tmp_path)) == ["fc.nc"]
+
+
 def test_output_under_a_file_is_an_input_error(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(InputError, match="cannot write") as info:
@@ -521,7 +519,7 @@ def test_sigkill_mid_stream(tmp_path, fmt, previous):
     child = run_child(
         f"""
         import time
-        from test_writers import make_leads, make_template
+        from forecast_files import make_leads, make_template
         from stforecast.io.write import write_forecast
 
         def slow():
@@ -648,7 +646,7 @@ def test_lock_released_by_a_process_that_exits(tmp_path):
 
 def test_stale_lock_file_is_taken_over(tmp_path):
     path = tmp_path / "fc.nc"
-    lock_path(path).write_text(f"{dead_pid()} {lock_mod._host()}\n")
+    lock_path(path).write_text(f"{dead_pid()} {host()}\n")
     with output_lock(path) as lockfile:
         assert lockfile.read_text().split()[0] == str(os.getpid())
 

@@ -14,19 +14,9 @@ import numpy as np
 
 from stforecast.config import as_utc
 from stforecast.errors import InputError
+from stforecast.io.times import iso_duration as iso_duration  # the one ISO 8601 duration helper
 
 SPLITS = ("train", "validation", "test")
-
-
-def iso_duration(seconds: int) -> str:
-    """ISO 8601 duration of a time step: 600 -> 'PT10M', 3600 -> 'PT1H', 86400 -> 'P1D'."""
-    days, rest = divmod(int(seconds), 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    out = "P" + (f"{days}D" if days else "")
-    clock = (f"{hours}H" if hours else "") + (f"{minutes}M" if minutes else "")
-    clock += f"{secs}S" if secs else ""
-    return out + ("T" + clock if clock else "") if (days or clock) else "PT0S"
 
 
 def to_datetime64(value: dt.datetime) -> np.datetime64:

@@ -2,18 +2,43 @@
 
     ds = stforecast.forecast(frames, "runs/radar", hours=2)    # frames: open_frames(...) output
 
-The names load on first use: `forecasting.service`'s client side (`forecast --socket`) must not
+`inputs` chooses and checks the frames, `tiling` runs the model (in tiles on large grids),
+`template` lays the forecast out as CF, `plan` puts them together, `job` writes the file (the
+`stforecast forecast` command) and `service` keeps it all loaded between cron runs.
+
+The names load on first use: `forecasting.client` (`forecast --socket`) must not
 pay for torch and xarray.
 """
 
+from importlib import import_module
 from typing import Any
 
-__all__ = ["Plan", "forecast", "forecast_to_file", "output_name", "plan"]
+# Public name -> the module of this package that defines it.
+_WHERE = {
+    "Plan": "plan",
+    "card_transform": "plan",
+    "forecast": "plan",
+    "lead_steps": "plan",
+    "materialise": "plan",
+    "plan": "plan",
+    "forecast_to_file": "job",
+    "output_name": "job",
+    "checked_inputs": "inputs",
+    "processing_config": "inputs",
+    "select_frames": "inputs",
+    "grid_multiple": "tiling",
+    "predict": "tiling",
+    "tile_for": "tiling",
+    "tile_starts": "tiling",
+    "tile_weights": "tiling",
+    "forecast_template": "template",
+}
+
+__all__ = sorted(_WHERE)
 
 
 def __getattr__(name: str) -> Any:
-    import importlib
-
-    if name not in __all__:  # submodules are imported, not looked up here
+    module = _WHERE.get(name)
+    if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module("stforecast.forecasting.core"), name)
+    return getattr(import_module(f"{__name__}.{module}"), name)

@@ -2,37 +2,23 @@
 
 A cold `stforecast forecast` spends about two seconds importing torch, xarray and netCDF4 and
 loading the weights before the first frame is read. `stforecast serve` pays that once; a
-`stforecast forecast --socket PATH` then hands its job to the server over a Unix socket, prints
-what the server reports and exits with the server's exit code. The server runs exactly
-`operational.forecast_to_file` (same checks, lock, atomic write, exit codes, provenance). Jobs
-run one at a time on the server's main thread (see `Server`); a server job and an in-process run
-for the same output still meet at its lock (exit 5).
+`stforecast forecast --socket PATH` then hands its job to the server (`forecasting.client`, over
+the `forecasting.protocol`). The server runs exactly `forecasting.job.forecast_to_file` (same
+checks, lock, atomic write, exit codes, provenance). Jobs run one at a time on the server's main
+thread (see `Server`); a server job and an in-process run for the same output still meet at its
+lock (exit 5).
 
-When no server listens (none started, or it died), or the server refuses the job (another
-stforecast version, another user), the client says so and runs the job in-process: a cron
-forecast never depends on the server being up.
-
-Protocol, one JSON object per line over a Unix stream socket:
-    client -> server   {"version": V, "stforecast": "x.y.z",
-                        "job": {"sources": [...], "model": ..., "out": ..., ...}}
-    server -> client   {"event": {...}} per stage (what --log-json prints), then
-                       {"result": {"exit_code": N, "error": "..." | null, "summary": {...} | null}}
-                       or {"refused": "why"} (the client then runs the job itself)
 A client that hangs up (killed by `timeout`) cancels its job between two lead times; nothing is
 written, as when an in-process run is killed.
 
-Trust: the socket is created mode 0600; both ends check the peer's user with SO_PEERCRED (same
-user or root) before anything else; requests are JSON (paths are data), never pickles.
-
-This module imports only the standard library at the top, so the client stays instant; the
-server imports the engine when it starts.
+This module imports only the standard library at the top; the server imports the engine when it
+starts.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import queue
 import select
@@ -40,159 +26,19 @@ import signal
 import socket
 import socketserver
 import stat
-import struct
 import sys
 import threading
 import time
 import traceback
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from stforecast import __version__
-from stforecast.errors import CancelledError, ConfigError, LockHeldError, StforecastError
-
-PROTOCOL = 1
-MAX_LINE = 1 << 20  # a job names files; a megabyte of JSON is far beyond any real one
-_JOB_FIELDS = {
-    "sources": list,
-    "model": str,
-    "out": str,
-    "format": (str, type(None)),
-    "steps": (int, type(None)),
-    "hours": (int, float, type(None)),
-    "device": str,
-}
-
-Event = Callable[[dict[str, Any]], None]
-
-
-# ------------------------------------------------------------------------------ both ends
-
-
-def _peer_uid(sock: socket.socket) -> int | None:
-    """The user on the other end of a Unix socket (Linux SO_PEERCRED), or None elsewhere."""
-    if not hasattr(socket, "SO_PEERCRED"):
-        return None
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return struct.unpack("3i", creds)[1]
-
-
-def _trusted(sock: socket.socket) -> bool:
-    uid = _peer_uid(sock)
-    return uid is None or uid in (os.getuid(), 0)
-
-
-def _send(sock: socket.socket, message: dict[str, Any]) -> None:
-    sock.sendall((json.dumps(message, default=str) + "\n").encode())
-
-
-def _lines(sock: socket.socket) -> Iterator[dict[str, Any]]:
-    """JSON objects, one per line, until the peer closes."""
-    buffer = b""
-    while True:
-        chunk = sock.recv(65536)
-        if not chunk:
-            return
-        buffer += chunk
-        while b"\n" in buffer:
-            line, buffer = buffer.split(b"\n", 1)
-            if line.strip():
-                yield json.loads(line)
-        if len(buffer) > MAX_LINE:
-            raise ValueError("a message longer than 1 MB")
-
-
-# ------------------------------------------------------------------------------ client
-
-
-class ServerUnavailable(Exception):  # noqa: N818 (not an error: the job runs in-process)
-    """The server cannot take this job; the message says why and the caller runs it itself."""
-
-
-def submit(socket_path: str | Path, job: dict[str, Any], on_event: Event) -> dict[str, Any]:
-    """Run `job` on the server at `socket_path`; `on_event` gets each stage's event as it comes.
-
-    Returns the result `{"exit_code", "error", "summary"}`. Raises `ServerUnavailable` when no
-    server listens there, it is not ours, it refuses the job or it stops before answering.
-    """
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        try:
-            sock.connect(os.fspath(socket_path))
-        except (FileNotFoundError, ConnectionRefusedError) as err:
-            raise ServerUnavailable(f"no server listens on {socket_path}") from err
-        except OSError as err:
-            raise ServerUnavailable(
-                f"cannot reach the server on {socket_path}: {err.strerror}"
-            ) from err
-        if not _trusted(sock):
-            raise ServerUnavailable(f"the server on {socket_path} runs as another user; not used")
-        try:
-            _send(sock, {"version": PROTOCOL, "stforecast": __version__, "job": job})
-            for message in _lines(sock):
-                if "event" in message:
-                    on_event(message["event"])
-                elif "result" in message:
-                    return message["result"]
-                elif "refused" in message:
-                    raise ServerUnavailable(
-                        f"the server on {socket_path} refused the job: {message['refused']}"
-                    )
-        except (OSError, ValueError) as err:
-            raise ServerUnavailable(
-                f"the connection to the server on {socket_path} failed: {err}"
-            ) from err
-        raise ServerUnavailable(f"the server on {socket_path} stopped before finishing the job")
-    finally:
-        sock.close()
-
-
-def job_for(
-    sources: list[str],
-    model: str | Path,
-    out: str | Path,
-    *,
-    fmt_name: str | None = None,
-    steps: int | None = None,
-    hours: float | None = None,
-    device: str = "auto",
-) -> dict[str, Any]:
-    """A job with every path made absolute here, where the user typed it (the server's working
-    directory is not the caller's); globs stay globs and a trailing `/` on `out` is kept."""
-    out_text = os.fspath(out)
-    out_abs = os.path.abspath(out_text)
-    if out_text.endswith(("/", os.sep)) and not out_abs.endswith(os.sep):
-        out_abs += os.sep
-    return {
-        "sources": [os.path.abspath(os.fspath(s)) for s in sources],
-        "model": os.path.abspath(os.fspath(model)),
-        "out": out_abs,
-        "format": fmt_name,
-        "steps": steps,
-        "hours": hours,
-        "device": device,
-    }
-
-
-# ------------------------------------------------------------------------------ server
-
-
-def _check_job(message: Any) -> dict[str, Any]:
-    if not isinstance(message, dict) or not isinstance(message.get("job"), dict):
-        raise ConfigError("the request has no job")
-    job = message["job"]
-    unknown = set(job) - set(_JOB_FIELDS)
-    if unknown:
-        raise ConfigError(f"unknown job fields: {', '.join(sorted(unknown))}")
-    for name, kind in _JOB_FIELDS.items():
-        if name not in job or not isinstance(job[name], kind) or isinstance(job[name], bool):
-            raise ConfigError(f"job field {name!r} is missing or of the wrong type")
-    if not all(isinstance(s, str) for s in job["sources"]):
-        raise ConfigError("job field 'sources' must be a list of paths")
-    return job
+from stforecast.errors import CancelledError, ConfigError, LockHeldError, exit_status, is_bug
+from stforecast.forecasting.protocol import PROTOCOL, Event, check_job, lines, send, trusted
 
 
 class ModelCache:
@@ -286,11 +132,11 @@ class _Handler(socketserver.BaseRequestHandler):
 
     def handle(self) -> None:
         sock: socket.socket = self.request
-        if not _trusted(sock):
+        if not trusted(sock):
             self._refuse("the server serves only its own user")
             return
         try:
-            message = next(_lines(sock), None)
+            message = next(lines(sock), None)
         except (OSError, ValueError) as err:
             self.server.log({"job": None, "refused": f"unreadable request: {err}"})
             return
@@ -305,7 +151,7 @@ class _Handler(socketserver.BaseRequestHandler):
             return
         started = time.perf_counter()
         try:
-            job = _check_job(message)
+            job = check_job(message)
         except ConfigError as err:
             self._answer(None, (err.exit_code, str(err), None), started)
             return
@@ -315,7 +161,7 @@ class _Handler(socketserver.BaseRequestHandler):
 
         def emit(event: dict[str, Any]) -> None:
             with contextlib.suppress(OSError):
-                _send(sock, {"event": event})
+                send(sock, {"event": event})
 
         item = _Job(job, emit, threading.Event())
         wake_r, wake_w = os.pipe()
@@ -339,7 +185,7 @@ class _Handler(socketserver.BaseRequestHandler):
     def _refuse(self, reason: str) -> None:
         self.server.log({"job": None, "refused": reason})
         with contextlib.suppress(OSError):
-            _send(self.request, {"refused": reason})
+            send(self.request, {"refused": reason})
 
     def _answer(self, job: dict[str, Any] | None, result: tuple, started: float) -> None:
         code, error, summary = result
@@ -353,7 +199,7 @@ class _Handler(socketserver.BaseRequestHandler):
             }
         )
         with contextlib.suppress(OSError):
-            _send(self.request, {"result": {"exit_code": code, "error": error, "summary": summary}})
+            send(self.request, {"result": {"exit_code": code, "error": error, "summary": summary}})
 
 
 def _work(server: Server, models: ModelCache) -> None:
@@ -382,7 +228,7 @@ def run_job(
 ) -> tuple[int, str | None, dict[str, Any] | None]:
     """One forecast job: `(exit_code, error, summary)`, every failure mapped to its exit code
     as the CLI maps it in-process."""
-    from stforecast.forecasting.core import forecast_to_file
+    from stforecast.forecasting.job import forecast_to_file
 
     try:
         t0 = time.perf_counter()
@@ -401,27 +247,25 @@ def run_job(
         )
         summary["timings_s"]["load_model"] += loaded
         return 0, None, summary
-    except StforecastError as err:
-        return err.exit_code, str(err), None
-    except ValueError as err:
-        return 2, str(err), None
-    except Exception as err:  # a bug: the job fails with exit 1, the server keeps serving
-        tb = "".join(traceback.format_exception(err))
-        sys.stderr.write(tb)
-        return 1, f"internal error: {type(err).__name__}: {err} (a bug; see the server's log)", None
+    except Exception as err:
+        code, message = exit_status(err)
+        if is_bug(err):  # the job fails with exit 1, the server keeps serving
+            sys.stderr.write("".join(traceback.format_exception(err)))
+            message += " (a bug; see the server's log)"
+        return code, message, None
 
 
 def _claim(path: Path) -> None:
     """Make room for the socket: a stale socket file (no server behind it) is removed; a live
     server is `LockHeldError`; anything that is not a socket is never touched."""
     if not path.parent.is_dir():
-        raise ConfigError(f"--socket {path}: the directory {path.parent} does not exist")
+        raise ConfigError(f"{path}: the directory {path.parent} does not exist")
     try:
         st = os.lstat(path)
     except FileNotFoundError:
         return
     if not stat.S_ISSOCK(st.st_mode):
-        raise ConfigError(f"--socket {path}: exists and is not a socket; not replaced")
+        raise ConfigError(f"{path}: exists and is not a socket; not replaced")
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.connect(os.fspath(path))
@@ -430,7 +274,7 @@ def _claim(path: Path) -> None:
             os.unlink(path)  # a server that died without cleaning up
         return
     except OSError as err:
-        raise ConfigError(f"--socket {path}: {err.strerror}") from err
+        raise ConfigError(f"{path}: {err.strerror}") from err
     finally:
         probe.close()
     raise LockHeldError(f"another server listens on {path}; stop it first (or use another path)")
@@ -450,7 +294,7 @@ def serve(
     than at the first job."""
     import gc
 
-    import stforecast.forecasting.core  # noqa: F401  (every library a job needs, loaded now)
+    import stforecast.forecasting.job  # noqa: F401  (every library a job needs, loaded now)
 
     path = Path(socket_path)
     emit = log or (lambda event: None)
@@ -467,7 +311,7 @@ def serve(
     except OSError as err:
         if err.errno == errno.EADDRINUSE:
             raise LockHeldError(f"another server listens on {path}") from err
-        raise ConfigError(f"--socket {path}: {err.strerror}") from err
+        raise ConfigError(f"{path}: {err.strerror}") from err
     finally:
         os.umask(old_umask)
     inode = os.stat(path).st_ino

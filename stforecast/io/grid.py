@@ -1,7 +1,13 @@
-"""The spatial grid every frame of a stack must share: cell-centre coordinates, CRS, transform."""
+"""The spatial grid every frame of a stack must share: cell-centre coordinates, CRS, transform.
+
+`geotransform` is the one place where cell centres become a GDAL transform: the readers, the
+forecast template and the GeoTIFF writer all use it.
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,9 +36,7 @@ class Grid:
 
         Irregular coordinates get their mean spacing: the transform is then an approximation.
         """
-        dx = _spacing(self.x)
-        dy = _spacing(self.y)
-        return [dx, 0.0, float(self.x[0]) - dx / 2, 0.0, dy, float(self.y[0]) - dy / 2]
+        return geotransform(self.y, self.x)
 
     def difference(self, other: Grid) -> str | None:
         """What differs from `other` (shape, x, y or CRS), or None when they are the same grid."""
@@ -47,6 +51,38 @@ class Grid:
         if not same_crs(self.crs_wkt, other.crs_wkt):
             return "CRS differs"
         return None
+
+
+def geotransform(
+    y: np.ndarray, x: np.ndarray, given: Sequence[float] | str | None = None
+) -> list[float]:
+    """GDAL/affine `[a, b, c, d, e, f]` of the cells around centres `y`, `x` (mean spacing; 1
+    along an axis of one cell). `given` (6 numbers, or their JSON) is returned instead, after a
+    check that a north-up transform puts the cell centres where `y` and `x` say (`ValueError`
+    otherwise: a template that contradicts itself)."""
+    dx, dy = _spacing(x), _spacing(y)
+    derived = [dx, 0.0, float(x[0]) - dx / 2, 0.0, dy, float(y[0]) - dy / 2]
+    if given is None:
+        return derived
+    if isinstance(given, str):
+        given = json.loads(given)
+    given = [float(v) for v in np.asarray(given, dtype=np.float64).ravel()]
+    if len(given) != 6:
+        raise ValueError(f"geotransform must have 6 numbers, got {len(given)}")
+    if given[1] == 0 and given[3] == 0 and (x.size > 1 and y.size > 1):
+        a, c, e, f = given[0], given[2], given[4], given[5]
+        tol = 1e-3 * max(abs(a), abs(e))
+        if not (
+            abs(a - derived[0]) <= tol
+            and abs(e - derived[4]) <= tol
+            and abs(c + a / 2 - x[0]) <= tol
+            and abs(f + e / 2 - y[0]) <= tol
+        ):
+            raise ValueError(
+                f"the geotransform attribute {given} does not match the x/y coordinates "
+                f"(which give {derived})"
+            )
+    return given
 
 
 def _spacing(values: np.ndarray) -> float:

@@ -333,3 +333,41 @@ def time_from_name(path: Path, patterns: Sequence[str]) -> tuple[np.ndarray | No
         shown = patterns[0] if len(patterns) == 1 else "common date patterns"
         return None, f"file name ({shown})"
     return np.array([found]), "file name"
+
+
+# ------------------------------------------------------------------------------ writing times
+
+EPOCH = np.datetime64("1970-01-01T00:00:00", "ns")
+NS = 1_000_000_000
+
+
+def iso_duration(duration: int | np.timedelta64, *, days: bool = True) -> str:
+    """ISO 8601 duration of whole seconds (an int) or of a `timedelta64`: `PT10M`, `PT1H30M`,
+    `PT0S`, `-PT5M`, `PT0.5S`; whole days as `P1D`, `P1DT1H` unless `days` is False
+    (`PT24H`, the form GeoTIFF band descriptions use: quick-look readers parse only hours,
+    minutes and seconds)."""
+    if isinstance(duration, np.timedelta64):
+        ns = int(duration.astype("timedelta64[ns]").astype(np.int64))
+    else:
+        ns = int(duration) * NS
+    sign = "-" if ns < 0 else ""
+    whole, frac = divmod(abs(ns), NS)
+    n_days, whole = divmod(whole, 86400) if days else (0, whole)
+    hours, rest = divmod(whole, 3600)
+    minutes, seconds = divmod(rest, 60)
+    clock = (f"{hours}H" if hours else "") + (f"{minutes}M" if minutes else "")
+    if seconds or frac or not (clock or n_days):
+        clock += f"{seconds}.{frac:09d}".rstrip("0").rstrip(".") + "S"
+    return f"{sign}P" + (f"{n_days}D" if n_days else "") + (f"T{clock}" if clock else "")
+
+
+def iso_time(ns: int) -> str:
+    """ISO 8601 UTC time `2024-01-01T00:10:00Z` of ns since the epoch (ms when not whole s)."""
+    unit = "s" if ns % NS == 0 else "ms"
+    return np.datetime_as_string(EPOCH + np.timedelta64(ns, "ns"), unit=unit) + "Z"
+
+
+def tiff_datetime(ns: int) -> str:
+    """TIFF's `YYYY:MM:DD HH:MM:SS` of ns since the epoch."""
+    text = np.datetime_as_string(EPOCH + np.timedelta64(ns, "ns"), unit="s")
+    return text.replace("-", ":").replace("T", " ")

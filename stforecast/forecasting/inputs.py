@@ -1,0 +1,205 @@
+"""The newest frames, chosen and checked against the model card before anything runs.
+
+The last `T_in` frames at the model's time step, ending at the newest one (a few missing ones
+filled in time when the recipe allows it); their variable, units, CRS and grid spacing must be
+the model's (`ModelMismatchError`, exit 4, saying what differs), and they go through the same
+processing (units, crop, coarsen, resize) as the training frames did.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from stforecast.config import data_config
+from stforecast.data import units
+from stforecast.data.resample import grid_frames
+from stforecast.data.windows import fmt
+from stforecast.errors import InputError, ModelMismatchError
+from stforecast.io.sources import sha256
+from stforecast.io.times import iso_duration
+from stforecast.rundir.load import Run
+
+__all__ = [
+    "Inputs",
+    "check_grid",
+    "checked_inputs",
+    "expected_times",
+    "frame_values",
+    "input_files",
+    "processing_config",
+    "select_frames",
+]
+
+
+@dataclass
+class Inputs:
+    """The input frames of a forecast, checked, on the model's grid (not read yet)."""
+
+    names: list[str]  # the variables, one per channel
+    chosen: xr.DataArray  # the frames selected, as the sources hold them
+    frames: xr.DataArray  # the same on the model's grid, with a channel dimension
+    source_units: str
+    wanted: np.ndarray  # the valid times the model needs, oldest first
+
+
+def checked_inputs(frames: xr.DataArray, run: Run, allow_missing: int = 0) -> Inputs:
+    """Choose the frames, check them against the card and put them on the model's grid."""
+    contract = run.contract
+    variable = contract["variable"]
+    names = [variable] if isinstance(variable, str) else list(variable)
+    source_var = frames.attrs.get("source_variable", frames.name)
+    got = [source_var] if isinstance(source_var, str) else list(source_var or [])
+    if got != names:
+        raise ModelMismatchError(f"the input variable is {got}, the model's is {names}")
+
+    wanted = expected_times(frames["time"].values.max(), run.step, run.input_frames)
+    chosen = select_frames(frames, run, allow_missing)
+    processing = contract["processing"]
+    source_units = processing.get("source_units") or chosen.attrs.get("units", "")
+    _check_units(source_units, processing, contract, run.step)
+    da = grid_frames(processing_config(contract), chosen, run.step)
+    if not units.equivalent(da.attrs.get("units", ""), contract["units"]):
+        raise ModelMismatchError(
+            f"input units {da.attrs.get('units')!r} differ from the model's {contract['units']!r}"
+        )
+    for name, have, want in zip(names, da.attrs.get("channel_units") or [],
+                                contract.get("channel_units") or [], strict=False):  # fmt: skip
+        if not units.equivalent(have, want):
+            raise ModelMismatchError(f"input units of {name!r} are {have!r}, the model's {want!r}")
+    check_grid(da, contract)
+    if "channel" not in da.dims:
+        da = da.expand_dims("channel", axis=1)
+    return Inputs(names, chosen, da, source_units, wanted)
+
+
+def frame_values(inputs: Inputs, n: int) -> np.ndarray:
+    """The frames as `(T_in, C, H, W)` float32 (the only read of the data), missing frames
+    filled in time; a frame without any valid value is an `InputError`."""
+    values = np.asarray(inputs.frames.values, dtype=np.float32)
+    have = inputs.frames["time"].values
+    for i in np.flatnonzero(~np.isfinite(values).any(axis=(1, 2, 3))):
+        raise InputError(f"the frame at {fmt(have[i])} has no valid value")
+    if have.size < n:
+        values = fill_in_time(values, have, inputs.wanted)
+    return values
+
+
+def expected_times(reference: np.datetime64, step: int, n: int) -> np.ndarray:
+    """The `n` valid times every `step` seconds ending at `reference`, oldest first."""
+    return reference - np.arange(n - 1, -1, -1) * np.timedelta64(step, "s")
+
+
+def select_frames(da: xr.DataArray, run: Run, allow_missing: int = 0) -> xr.DataArray:
+    """The last `T_in` frames at the model's step, ending at the newest frame."""
+    step, n = run.step, run.input_frames
+    if da.sizes["time"] == 0:
+        raise InputError("the sources hold no frames")
+    da = da.sortby("time")
+    source_step = da.attrs.get("time_step")
+    if source_step and int(source_step) != step and da.sizes["time"] > 1:
+        raise ModelMismatchError(
+            f"the input's time step is {iso_duration(int(source_step))}, the model's is "
+            f"{iso_duration(step)}; give frames every {step // 60} min"
+        )
+    times = da["time"].values
+    reference = times[-1]
+    wanted = expected_times(reference, step, n)
+    present = np.isin(wanted, times)
+    if present.all():
+        return da.sel(time=wanted)
+    missing = wanted[~present]
+    if present.sum() < 2 or (~present).sum() > allow_missing or not present[0]:
+        if da.sizes["time"] < n:
+            raise InputError(
+                f"the model needs {n} frames every {step // 60} min ending at {fmt(reference)}; "
+                f"the sources hold {da.sizes['time']}"
+            )
+        raise InputError(
+            f"no frame at {', '.join(fmt(t) for t in missing[:3])}"
+            f"{' ...' if missing.size > 3 else ''}: the model needs {n} frames every "
+            f"{step // 60} min ending at {fmt(reference)} (forecast.allow_missing_frames "
+            f"tolerates a few)"
+        )
+    return da.sel(time=wanted[present])  # interpolated after loading
+
+
+def fill_in_time(values: np.ndarray, have: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Missing frames by linear interpolation between their neighbours in time."""
+    t_have = have.astype("datetime64[s]").astype(np.int64).astype(np.float64)
+    t_want = wanted.astype("datetime64[s]").astype(np.int64).astype(np.float64)
+    hi = np.clip(np.searchsorted(t_have, t_want), 1, t_have.size - 1)
+    lo = hi - 1
+    w = ((t_want - t_have[lo]) / (t_have[hi] - t_have[lo])).reshape(-1, *[1] * (values.ndim - 1))
+    return ((1 - w) * values[lo] + w * values[hi]).astype(np.float32)
+
+
+def check_grid(da: xr.DataArray, contract: dict[str, Any]) -> None:
+    """CRS and grid spacing must be the model's; the extent may differ (tiles cover it)."""
+    import pyproj
+
+    grid = contract["grid"]
+    mine, theirs = da.attrs.get("crs_wkt", ""), grid.get("crs_wkt", "")
+    if bool(mine) != bool(theirs):
+        has = "has" if mine else "has no"
+        raise ModelMismatchError(
+            f"the input {has} a CRS and the model's grid {'has none' if mine else 'has one'}"
+        )
+    if mine and theirs:
+        a, b = pyproj.CRS.from_wkt(mine), pyproj.CRS.from_wkt(theirs)
+        if not a.equals(b, ignore_axis_order=True):
+            raise ModelMismatchError(f"CRS differs: input {a.name!r}, model {b.name!r}")
+    t_in, t_model = da.attrs.get("transform") or [], grid.get("transform") or []
+    if len(t_in) == 6 and len(t_model) == 6:
+        for k, axis in ((0, "x"), (4, "y")):
+            if not math.isclose(abs(t_in[k]), abs(t_model[k]), rel_tol=1e-6):
+                raise ModelMismatchError(
+                    f"grid spacing in {axis} is {abs(t_in[k]):g}, the model's is "
+                    f"{abs(t_model[k]):g} (after the card's processing: {contract['processing']})"
+                )
+
+
+def _check_units(source_units: str, processing: dict[str, Any], contract: dict, step: int):
+    target = processing.get("units") or contract["units"]
+    try:
+        units.convert(np.float32(1.0), source_units, target, step_seconds=step,
+                      zr=tuple(processing.get("zr") or units.MARSHALL_PALMER))  # fmt: skip
+    except InputError:
+        raise ModelMismatchError(
+            f"input units {source_units!r} differ from the model's {contract['units']!r} "
+            "and cannot be converted"
+        ) from None
+
+
+def processing_config(contract: dict[str, Any]):
+    """The `[data]` processing (units, crop, coarsen, resize) the model card recorded, for
+    `prepare.grid_frames`: new frames go through what the training frames went through."""
+    processing = contract["processing"]
+    return data_config(
+        **{
+            k: processing.get(k)
+            for k in ("units", "source_units", "crop_bbox", "crop_pixels", "resize")
+        },
+        zr=tuple(processing.get("zr") or units.MARSHALL_PALMER),
+        coarsen=processing.get("coarsen") or 1,
+    )
+
+
+def input_files(da: xr.DataArray, checksums: bool) -> list[dict[str, Any]]:
+    """The source files of the chosen frames, with the valid times read from each (and their
+    sha256), for the forecast's provenance."""
+    paths: dict[str, list[str]] = {}
+    if "source" in da.coords:
+        for t, files in zip(da["time"].values, da["source"].values, strict=True):
+            for path in str(files).split(";"):
+                paths.setdefault(path, []).append(fmt(t))
+    else:
+        paths = {str(p): [] for p in da.attrs.get("sources", [])}
+    return [
+        {"path": p, "valid_times": v, **({"sha256": sha256(p)} if checksums else {})}
+        for p, v in paths.items()
+    ]

@@ -1,0 +1,170 @@
+"""A trained run and the newest frames -> a forecast: the plan, and the forecast in memory.
+
+    ds = stforecast.forecast(frames, "runs/radar", hours=2)    # frames: open_frames(...) output
+
+The steps, each the same code that prepared the training data where there is one:
+  1. choose the last `T_in` frames by valid time and check them against the model card
+     (`forecasting.inputs`);
+  2. the card's transform (`transforms.normalise_frames`), missing values set to its fill value;
+  3. roll the model out for the lead times asked, beyond its training horizon if need be, tiled
+     on grids larger than its frame (`forecasting.tiling`);
+  4. invert the transform, write missing where the newest frame had no coverage, and lay the
+     leads out as a CF dataset (`forecasting.template`).
+
+Leads come one at a time from a generator (`Plan.leads`), so `forecast_to_file` streams them to
+disk and its memory does not grow with the number of lead times.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from stforecast.config import ForecastConfig
+from stforecast.data import transforms
+from stforecast.data.windows import fmt
+from stforecast.errors import ConfigError
+from stforecast.forecasting.inputs import checked_inputs, frame_values, input_files
+from stforecast.forecasting.template import forecast_template
+from stforecast.forecasting.tiling import predict, tile_for
+from stforecast.io.times import iso_duration
+from stforecast.rundir.load import Run, as_run
+
+__all__ = ["Plan", "card_transform", "forecast", "lead_steps", "materialise", "plan"]
+
+
+@dataclass
+class Plan:
+    """A forecast ready to run: the dataset layout (`template`, lazy zeros) and a generator of
+    leads `{variable: (y, x) float32}` in physical units; plus what the log and provenance need."""
+
+    template: xr.Dataset
+    leads: Iterator[dict[str, np.ndarray]]
+    inputs: list[str]
+    timings: dict[str, float]
+    info: dict[str, Any]
+
+
+def plan(
+    frames: xr.DataArray,
+    model: Any,
+    *,
+    steps: int | None = None,
+    hours: float | None = None,
+    device: str = "auto",
+    options: ForecastConfig | None = None,
+    checksums: bool = True,
+) -> Plan:
+    """Check, prepare and normalise the inputs; set up the rollout (run lazily by `leads`)."""
+    run = as_run(model, device)
+    opts = options or run.options
+    contract = run.contract
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    steps = lead_steps(run, steps=steps, hours=hours if hours is not None else opts.hours)
+    inputs = checked_inputs(frames, run, opts.allow_missing_frames)
+    da = inputs.frames
+    tile = tile_for(run.net, (da.sizes["y"], da.sizes["x"]))
+    values = frame_values(inputs, run.input_frames)
+    timings["read"] = time.perf_counter() - t0
+
+    t1 = time.perf_counter()
+    transform, params = card_transform(contract, values.shape[1])
+    fills = contract["missing"]["fill_value_normalised"]
+    fills = [fills] * values.shape[1] if not isinstance(fills, list) else fills
+    no_coverage = ~np.isfinite(values[-1])  # (C, H, W): written back as missing
+    x = transforms.normalise_frames(values, transform, params, fills)
+    files = input_files(inputs.chosen, checksums)
+    template = forecast_template(run, da, steps, inputs.names, inputs.source_units, files, opts)
+    timings["prepare"] = time.perf_counter() - t1
+
+    def leads() -> Iterator[dict[str, np.ndarray]]:
+        stream = predict(
+            run.net, x, steps, tile=tile, overlap=opts.tile_overlap, batch=opts.tile_batch,
+            device=run.device,
+        )  # fmt: skip
+        timings["model"] = 0.0
+        while True:
+            t2 = time.perf_counter()
+            lead = next(stream, None)
+            if lead is None:
+                return
+            phys = np.asarray(transforms.denormalise_frames(lead, transform, params), np.float32)
+            phys[no_coverage] = np.nan
+            timings["model"] += time.perf_counter() - t2
+            yield {name: phys[c] for c, name in enumerate(inputs.names)}
+
+    info = {
+        "steps": steps,
+        "reference_time": fmt(inputs.wanted[-1]),
+        "tiles": None if tile is None else list(tile),
+        "grid": [int(da.sizes["y"]), int(da.sizes["x"])],
+        "device": str(run.device),
+        "filled_frames": int(run.input_frames - da.sizes["time"]),
+    }
+    return Plan(template, leads(), [i["path"] for i in files], timings, info)
+
+
+def lead_steps(run: Run, *, steps: int | None = None, hours: float | None = None) -> int:
+    """Lead times to forecast: `steps`, else `hours` at the model's step, else its horizon."""
+    if steps is not None and hours is not None:
+        raise ConfigError("give hours or steps, not both")
+    if steps is not None:
+        if steps < 1:
+            raise ConfigError(f"steps must be at least 1, got {steps}")
+        return int(steps)
+    if hours is not None:
+        if not hours > 0:
+            raise ConfigError(f"hours must be positive, got {hours}")
+        n = hours * 3600 / run.step
+        if not math.isclose(n, round(n), abs_tol=1e-9) or round(n) < 1:
+            raise ConfigError(
+                f"{hours:g} hours is not a whole number of the model's "
+                f"{iso_duration(run.step)} steps"
+            )
+        return round(n)
+    return int(run.contract["output_frames"])
+
+
+def card_transform(contract: dict[str, Any], channels: int):
+    """The transform and per-channel parameters a model card (or a store manifest) records."""
+    entry = contract["transform"]
+    params = entry.get("params") or {}
+    per_channel = params if isinstance(params, list) else [params] * channels
+    transform, _ = transforms.from_dict({**entry, "params": per_channel[0]})
+    return transform, per_channel
+
+
+def materialise(p: Plan) -> xr.Dataset:
+    """Run the plan into memory."""
+    ds = p.template.copy()
+    names = [n for n in ds.data_vars if n != "crs"]
+    arrays = {n: np.empty(ds[n].shape, np.float32) for n in names}
+    for k, lead in enumerate(p.leads):
+        for n in names:
+            arrays[n][k] = lead[n]
+    for n in names:
+        ds[n] = (ds[n].dims, arrays[n], ds[n].attrs)
+    return ds
+
+
+def forecast(
+    frames: xr.DataArray,
+    model: Any,
+    *,
+    steps: int | None = None,
+    hours: float | None = None,
+    device: str = "auto",
+    options: ForecastConfig | None = None,
+) -> xr.Dataset:
+    """Forecast from `frames` (as `stforecast.io.open_frames` returns them) with `model` (a run
+    directory, a `Run`, or `load_model`'s `(model, card)`): a CF dataset in physical units."""
+    return materialise(
+        plan(frames, model, steps=steps, hours=hours, device=device, options=options)
+    )

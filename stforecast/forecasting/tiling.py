@@ -1,0 +1,143 @@
+"""Forecasts on grids larger than the model's frame: overlapping tiles, blended without seams.
+
+A model trained on 64 x 64 crops forecasts a 512 x 512 radar composite tile by tile: tiles
+overlap by a fraction of their size, run in batches (each with its own recurrent state), and are
+blended per lead time with weights that fall smoothly across the shared bands. `predict` is the
+one rollout of a network on normalised frames, tiled or whole, for the forecast and for
+evaluation alike.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from stforecast.errors import ModelMismatchError
+
+__all__ = ["grid_multiple", "predict", "tile_for", "tile_starts", "tile_weights"]
+
+
+def tile_starts(size: int, tile: int, overlap: float) -> list[int]:
+    """Tile origins along one axis: first and last flush with the edges, evenly spaced, with
+    at least `overlap` (a fraction of the tile) shared by neighbours."""
+    if size <= tile:
+        return [0]
+    stride = max(1, int(tile * (1 - overlap)))
+    n = math.ceil((size - tile) / stride) + 1
+    return sorted({round(i * (size - tile) / (n - 1)) for i in range(n)})
+
+
+def _ramp(n: int, left: int, right: int) -> np.ndarray:
+    """1-D blending weight over a tile of `n` pixels with `left`/`right` pixels shared with a
+    neighbour. Across a shared band the weight falls from 1 to nearly 0 as a raised cosine over
+    its middle half; the outer quarter next to the tile's own edge, where zero padding and the
+    recurrent receptive field spoil the forecast, gets almost no weight (never exactly 0)."""
+    w = np.ones(n, dtype=np.float64)
+    for width, sl in ((left, slice(None)), (right, slice(None, None, -1))):
+        if width > 0:
+            margin = width // 4
+            span = max(width - 2 * margin, 1)
+            t = np.clip((np.arange(width) + 0.5 - margin) / span, 0.0, 1.0)
+            ramp = np.maximum(0.5 - 0.5 * np.cos(np.pi * t), 1e-3)
+            w[sl][:width] = np.minimum(w[sl][:width], ramp)
+    return w
+
+
+def tile_weights(shape: tuple[int, int], tile: tuple[int, int], rows: list[int], cols: list[int]):
+    """Per tile `(r0, c0, weight)`: ramps only where a neighbour overlaps."""
+    out = []
+    for i, r0 in enumerate(rows):
+        top = rows[i - 1] + tile[0] - r0 if i > 0 else 0
+        bottom = r0 + tile[0] - rows[i + 1] if i + 1 < len(rows) else 0
+        wy = _ramp(tile[0], max(top, 0), max(bottom, 0))
+        for j, c0 in enumerate(cols):
+            left = cols[j - 1] + tile[1] - c0 if j > 0 else 0
+            right = c0 + tile[1] - cols[j + 1] if j + 1 < len(cols) else 0
+            wx = _ramp(tile[1], max(left, 0), max(right, 0))
+            out.append((r0, c0, np.outer(wy, wx).astype(np.float32)))
+    return out
+
+
+def predict(
+    net: Any,
+    x: np.ndarray,
+    steps: int,
+    *,
+    tile: tuple[int, int] | None = None,
+    overlap: float = 0.5,
+    batch: int = 16,
+    device: Any = "cpu",
+) -> Iterator[np.ndarray]:
+    """Normalised frames `(T, C, H, W)` -> normalised leads `(C, H, W)`, one at a time.
+
+    `tile=None` runs the whole grid at once (padded by reflection to what the model's patching
+    and attention windows divide); otherwise overlapping tiles of that size run `batch` at a
+    time, each with its own recurrent state, and are blended per lead time.
+    """
+    import torch
+
+    # Inference mode around each lead's computation, not across the yields: a caller that
+    # abandons the generator (a cancelled job) must not leave its thread with autograd off.
+    leads = _predict(net, x, steps, tile, overlap, batch, device)
+    while True:
+        with torch.inference_mode():
+            lead = next(leads, None)
+        if lead is None:
+            return
+        yield lead
+
+
+def _predict(net, x, steps, tile, overlap, batch, device) -> Iterator[np.ndarray]:
+    import torch
+
+    _T, C, H, W = x.shape
+    frames = torch.from_numpy(np.ascontiguousarray(x)).to(device)
+    if tile is None:
+        m = grid_multiple(net)
+        ph, pw = (-H) % m, (-W) % m
+        if ph or pw:
+            mode = "reflect" if ph < H and pw < W else "replicate"
+            frames = torch.nn.functional.pad(frames, (0, pw, 0, ph), mode=mode)
+        for lead in net.stream(frames[None], steps):
+            yield lead[0, :, :H, :W].float().cpu().numpy()
+        return
+    rows = tile_starts(H, tile[0], overlap)
+    cols = tile_starts(W, tile[1], overlap)
+    boxes = tile_weights((H, W), tile, rows, cols)
+    crops = torch.stack([frames[:, :, r : r + tile[0], c : c + tile[1]] for r, c, _ in boxes])
+    chunks = [range(i, min(i + batch, len(boxes))) for i in range(0, len(boxes), batch)]
+    streams = [net.stream(crops[list(ch)], steps) for ch in chunks]
+    weight_sum = np.zeros((H, W), np.float32)
+    for r, c, w in boxes:
+        weight_sum[r : r + tile[0], c : c + tile[1]] += w
+    for _ in range(steps):
+        acc = np.zeros((C, H, W), np.float32)
+        for chunk, stream in zip(chunks, streams, strict=True):
+            out = next(stream).float().cpu().numpy()
+            for k, i in enumerate(chunk):
+                r, c, w = boxes[i]
+                acc[:, r : r + tile[0], c : c + tile[1]] += out[k] * w
+        yield acc / weight_sum
+
+
+def grid_multiple(net: Any) -> int:
+    """What the grid must be a multiple of: the patch size times the attention window."""
+    window = (getattr(net, "config", {}).get("options") or {}).get("window") or 1
+    return int(net.patch_size) * int(window)
+
+
+def tile_for(net: Any, shape: tuple[int, int]) -> tuple[int, int] | None:
+    """The tile size for a grid of `shape`: None when the model runs on it whole (its own frame,
+    or a size-free model), else the model's frame."""
+    frame = tuple(int(s) for s in net.frame_size)
+    if getattr(net, "size_free", False) or tuple(shape) == frame:
+        return None
+    if shape[0] < frame[0] or shape[1] < frame[1]:
+        raise ModelMismatchError(
+            f"the grid is {shape[0]}x{shape[1]}, smaller than the model's {frame[0]}x{frame[1]} "
+            "frame (only size-free models, norm='channel' with a window, run on smaller grids)"
+        )
+    return frame
