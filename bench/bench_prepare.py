@@ -50,6 +50,7 @@ CASES = {
 
 def run_one(case: str, frames: int | None) -> dict:
     from stforecast.config import data_config
+    from stforecast.data.contract import DataContract
     from stforecast.data.prepare import prepare
 
     spec = CASES[case]
@@ -65,7 +66,7 @@ def run_one(case: str, frames: int | None) -> dict:
     return {
         "case": case,
         "frames": n,
-        "grid": manifest["grid"]["shape"],
+        "grid": list(DataContract.from_manifest(manifest).grid.shape),
         "seconds": seconds,
         "frames_per_s": n / seconds,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

@@ -38,7 +38,7 @@ def main() -> None:
     args = parser.parse_args()
     run = load_run(args.model, device="cpu")
     contract = run.contract
-    da = open_frames([args.data], variable=contract["variable"])
+    da = open_frames([args.data], variable=contract.selection)
     v = grid_frames(processing_config(contract), da, run.step).values.astype(np.float32)
     times = da["time"].values
     first = int(np.argmax(times >= np.datetime64(args.start)))

@@ -93,14 +93,17 @@ def _with_progress(run, cfg, target, overwrite):
 def _summary(target: Path, manifest: dict, quiet: bool) -> None:
     from rich.console import Console
 
+    from stforecast.data.contract import DataContract
+
+    contract = DataContract.from_manifest(manifest)
     t, w = manifest["time"], manifest["windows"]
     counts = ", ".join(f"{k} {v}" for k, v in w["counts"].items())
     console = Console(stderr=False, quiet=quiet)
     console.print(
         f"[bold]{target}[/]: {t['frames']} frames {t['start']} .. {t['end']} every "
-        f"{t['step_iso']}, grid {manifest['grid']['shape'][0]}x{manifest['grid']['shape'][1]}, "
-        f"transform {manifest['transform']['name']}; windows {w['input_frames']}+"
-        f"{w['output_frames']}: {counts}"
+        f"{contract.time_step_iso}, grid {contract.grid.shape[0]}x{contract.grid.shape[1]}, "
+        f"transform {contract.transform.name}; windows {contract.input_frames}+"
+        f"{contract.output_frames}: {counts}"
     )
     for gap in t["gaps"]:
         console.print(
@@ -115,5 +118,6 @@ def _summary(target: Path, manifest: dict, quiet: bool) -> None:
         if w["counts"].get(split, 0) == 0:  # a warning, even with --quiet: on stderr
             sys.stderr.write(
                 f"warning: no {split} windows ({manifest['split']['frames'][split]} frames in "
-                f"that split, {w['input_frames'] + w['output_frames']} per window): {what}\n"
+                f"that split, {contract.input_frames + contract.output_frames} per window): "
+                f"{what}\n"
             )

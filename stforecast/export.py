@@ -188,18 +188,14 @@ def _frames_checker():
 
 
 def _spec(model: SequenceModel, card: dict[str, Any], steps: int | None) -> dict[str, Any]:
-    try:
-        t_in = int(card["input"]["input_frames"])
-        t_out = int(card["input"]["output_frames"]) if steps is None else steps
-        h, w = (int(s) for s in card["architecture"]["frame_size"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise InputError(
-            f"model card lacks the input/output sizes the export needs: {err}"
-        ) from None
+    from stforecast.data.contract import DataContract
+
+    contract = DataContract.from_card(card.get("input"))
+    t_in = contract.input_frames
+    t_out = contract.output_frames if steps is None else steps
+    h, w = (int(s) for s in card["architecture"]["frame_size"])
     if isinstance(t_out, bool) or not isinstance(t_out, int) or t_out < 1:
         raise ConfigError(f"steps must be a positive integer, got {steps!r}")
-    if t_in < 1:
-        raise InputError(f"model card input_frames must be positive, got {t_in}")
     if (h, w) != tuple(model.frame_size):
         raise InputError(
             f"model card frame_size {h}x{w} differs from the model's "

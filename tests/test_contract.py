@@ -141,3 +141,30 @@ def test_a_run_directory_of_the_previous_format_still_forecasts(tmp_path):
     ds = stforecast.forecast(frames, run, steps=2, device="cpu")
     assert ds["rainrate"].shape == (2, 64, 64)
     assert np.isfinite(ds["rainrate"].values).any()
+
+
+def test_a_store_of_the_previous_format_still_trains_and_evaluates(tmp_path):
+    """A store whose manifest has format 1's layout (the fixture's keys) opens for training."""
+    from stforecast.data.dataset import WindowDataset
+
+    archive = write_rain_cells(tmp_path / "r.nc", frames=24, size=16)
+    cfg = data_config(sources=[str(archive)], input_frames=3, output_frames=2)
+    new = prepare(cfg, tmp_path / "store")
+    old_layout = fixture("format1_manifest.json")["manifest"]
+    c = new["contract"]
+    old = {
+        **{k: new[k] for k in ("created", "software", "sources", "split", "config")},
+        "format_version": 1,
+        **{k: c[k] for k in ("variable", "channels", "units", "channel_units", "long_name")},
+        "transform": c["transform"],
+        "missing": {**new["missing"], **c["missing"]},
+        "grid": c["grid"],
+        "time": {**new["time"], "step_seconds": 600, "step_iso": "PT10M"},
+        "windows": {**new["windows"], "input_frames": 3, "output_frames": 2},
+        "processing": c["processing"],
+    }
+    assert set(old) == set(old_layout)  # the keys format 1 had, no more, no fewer
+    (tmp_path / "store" / "manifest.json").write_text(json.dumps(old))
+    ds = WindowDataset(tmp_path / "store", "train")
+    assert (ds.t_in, ds.t_out) == (3, 2) and len(ds) == len(new["windows"]["starts"]["train"])
+    assert DataContract.from_manifest(old) == DataContract.from_manifest(new)

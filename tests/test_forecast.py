@@ -512,7 +512,8 @@ def declared(tmp_path_factory):
 
 def test_declared_source_units_convert_in_prepare_and_forecast(declared, plain, tmp_path):
     manifest = json.loads((declared["store"] / "manifest.json").read_text())
-    assert manifest["units"] == "mm h-1" and manifest["processing"]["source_units"] == "mm"
+    contract = manifest["contract"]
+    assert contract["units"] == "mm h-1" and contract["processing"]["source_units"] == "mm"
     stored = xr.open_zarr(declared["store"])["frames"]
     raw = xr.load_dataset(declared["archive"])["rainrate"].values
     got = np.expm1(stored.isel(time=5).values.squeeze())  # log1p of mm/h in the store

@@ -58,12 +58,12 @@ def test_store_holds_the_transformed_frames(tmp_path):
     assert m == manifest
     train = values[:21]  # 70 % of 30 frames
     mean, std = np.nanmean(train.astype("f8")), np.nanstd(train.astype("f8"))
-    p = manifest["transform"]["params"]
+    p = manifest["contract"]["transform"]["params"]
     assert p["mean"] == pytest.approx(mean, rel=1e-9) and p["std"] == pytest.approx(std, rel=1e-6)
     frames = ds["frames"].values[:, 0]
     valid = np.isfinite(values)
     np.testing.assert_allclose(frames[valid], ((values - mean) / std)[valid], rtol=1e-5, atol=1e-6)
-    fill = manifest["missing"]["fill_value_normalised"]
+    fill = manifest["contract"]["missing"]["fill_value_normalised"]
     assert fill == pytest.approx((0.0 - mean) / std)
     assert np.allclose(frames[~valid], fill)
     assert np.array_equal(ds["coverage"].values, valid)
@@ -76,17 +76,18 @@ def test_manifest_contract(tmp_path):
     archive(tmp_path / "a.nc", drop=(12,))
     m = prepare(cfg(tmp_path / "a.nc", transform="log1p"), tmp_path / "store")
     assert m["sources"][0]["path"].endswith("a.nc") and len(m["sources"][0]["sha256"]) == 64
-    assert m["variable"] == "rain" and m["units"] == "mm/h"
-    assert m["transform"] == {"name": "log1p", "options": m["transform"]["options"], "params": {}}
-    assert pyproj.CRS(m["grid"]["crs_wkt"]) == CRS and m["grid"]["shape"] == [8, 10]
+    c = m["contract"]  # the data contract (stforecast.data.contract), one section
+    assert c["variable"] == "rain" and c["units"] == "mm/h"
+    assert c["transform"] == {"name": "log1p", "options": c["transform"]["options"], "params": {}}
+    assert pyproj.CRS(c["grid"]["crs_wkt"]) == CRS and c["grid"]["shape"] == [8, 10]
     t = m["time"]
-    assert (t["step_seconds"], t["step_iso"], t["frames"]) == (600, "PT10M", 29)
+    assert (c["time_step_seconds"], c["time_step_iso"], t["frames"]) == (600, "PT10M", 29)
     assert t["gaps"] == [
         {"after": "2021-06-01T01:50:00Z", "before": "2021-06-01T02:10:00Z", "missing_frames": 1}
     ]
     assert len(t["segments"]) == 2
     w = m["windows"]
-    assert (w["input_frames"], w["output_frames"]) == (3, 2)
+    assert (c["input_frames"], c["output_frames"]) == (3, 2)
     for starts in w["starts"].values():  # no window spans the gap (after frame index 11)
         assert all(not (s <= 11 < s + 4) for s in starts)
     assert sum(m["split"]["frames"].values()) == 29
@@ -153,7 +154,8 @@ def test_existing_store_is_kept_unless_overwrite(tmp_path):
         prepare(cfg(tmp_path / "a.nc", transform="log1p"), tmp_path / "s")
     assert read_manifest(tmp_path / "s") == before
     after = prepare(cfg(tmp_path / "a.nc", transform="log1p"), tmp_path / "s", overwrite=True)
-    assert after["transform"]["name"] == "log1p" and read_manifest(tmp_path / "s") == after
+    assert after["contract"]["transform"]["name"] == "log1p"
+    assert read_manifest(tmp_path / "s") == after
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.nc", "s"]
 
 
@@ -178,13 +180,13 @@ def test_cli_sources_and_recipe(tmp_path):
         "--quiet",
     )
     assert out.returncode == 0, out.stderr
-    assert read_manifest(tmp_path / "s")["transform"]["name"] == "log1p"
+    assert read_manifest(tmp_path / "s")["contract"]["transform"]["name"] == "log1p"
     recipe = tmp_path / "r.toml"
     recipe.write_text('[data]\nsources = ["a.nc"]\ninput_frames = 4\noutput_frames = 2\n')
     out = run_cli(str(recipe), "--set", "data.stride=3", "--out", str(tmp_path / "r"))
     assert out.returncode == 0, out.stderr
     m = read_manifest(tmp_path / "r")
-    assert m["windows"]["stride"] == 3 and m["windows"]["input_frames"] == 4
+    assert m["windows"]["stride"] == 3 and m["contract"]["input_frames"] == 4
     assert "windows 4+2" in out.stdout
 
 
@@ -239,8 +241,9 @@ def test_bom_day_with_time_range_split(tmp_path):
         chunk_frames=16,
     )
     m = prepare(data_config(None, sources=[str(folder)], **fields), tmp_path / "bom")
-    assert m["time"]["frames"] == 144 and m["time"]["step_seconds"] == 600
-    assert m["grid"]["shape"] == [128, 128] and m["units"] in ("mm/h", "mm h-1")
+    c = m["contract"]
+    assert m["time"]["frames"] == 144 and c["time_step_seconds"] == 600
+    assert c["grid"]["shape"] == [128, 128] and c["units"] in ("mm/h", "mm h-1")
     assert m["split"]["frames"] == {"train": 42, "validation": 12, "test": 21}
     assert m["windows"]["counts"] == {"train": 31, "validation": 1, "test": 10}
     assert len(m["sources"]) == 144
@@ -331,12 +334,13 @@ def test_channels_get_their_own_fill_values_and_units(tmp_path):
     cfg_ = data_config(sources=sources, variable=names, fill_value=[273.15, 0.0, 0.004, 0.0],
                        input_frames=4, output_frames=4, transform="zscore")  # fmt: skip
     m = prepare(cfg_, tmp_path / "s")
-    assert m["missing"]["fill_value"] == [273.15, 0.0, 0.004, 0.0]
-    assert m["channel_units"] == ["K", "kg m-2 s-1", "kg kg-1", "m s-1"]
-    params = m["transform"]["params"]
+    c = m["contract"]
+    assert c["missing"]["fill_value"] == [273.15, 0.0, 0.004, 0.0]
+    assert c["channel_units"] == ["K", "kg m-2 s-1", "kg kg-1", "m s-1"]
+    params = c["transform"]["params"]
     fills = [273.15, 0.0, 0.004, 0.0]
     want = [(f - p["mean"]) / p["std"] for f, p in zip(fills, params, strict=True)]
-    np.testing.assert_allclose(m["missing"]["fill_value_normalised"], want, rtol=1e-6)
+    np.testing.assert_allclose(c["missing"]["fill_value_normalised"], want, rtol=1e-6)
     with pytest.raises(ConfigError, match="fill_value: 2 values for 4 channel"):
         prepare(cfg_.model_copy(update={"fill_value": [0.0, 0.0]}), tmp_path / "t")
     assert not (tmp_path / "t").exists()

@@ -126,6 +126,11 @@ class DataContract:
         return [self.variable] if isinstance(self.variable, str) else list(self.variable)
 
     @property
+    def selection(self) -> str | list[str]:
+        """The variable(s) to read from new sources (`open_frames(variable=...)`)."""
+        return self.variable if isinstance(self.variable, str) else list(self.variable)
+
+    @property
     def channel_names(self) -> list[str] | None:
         """Channel names of a multi-channel store, None for a single variable."""
         return None if isinstance(self.variable, str) else list(self.variable)

@@ -16,6 +16,7 @@ import torch
 import zarr
 from torch.utils.data import Dataset
 
+from stforecast.data.contract import DataContract
 from stforecast.data.store import read_manifest
 from stforecast.data.windows import SPLITS
 from stforecast.errors import ConfigError
@@ -35,10 +36,10 @@ class WindowDataset(Dataset):
             raise ConfigError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
         self.store = str(store)
         self.manifest = read_manifest(store)
-        win = self.manifest["windows"]
-        self.t_in, self.t_out = win["input_frames"], win["output_frames"]
-        self.starts = np.asarray(win["starts"][split], dtype=np.int64)
-        ny, nx = self.manifest["grid"]["shape"]
+        contract = DataContract.from_manifest(self.manifest)
+        self.t_in, self.t_out = contract.input_frames, contract.output_frames
+        self.starts = np.asarray(self.manifest["windows"]["starts"][split], dtype=np.int64)
+        ny, nx = contract.grid.shape
         if crop is not None:
             crop = (crop, crop) if isinstance(crop, int) else tuple(crop)
             if crop[0] > ny or crop[1] > nx:

@@ -256,8 +256,6 @@ def _manifest(cfg, da, line, split_ids, starts, transform, channels, stats) -> d
         "software": f"stforecast {__version__}",
         "contract": contract.to_manifest(),
         "missing": {
-            "fill_value": contract.to_manifest()["missing"]["fill_value"],
-            "fill_value_normalised": contract.to_manifest()["missing"]["fill_value_normalised"],
             "frames_with_missing": frames_missing,
             "missing_fraction": float(1 - valid_counts.sum() / (n * n_ch * ny * nx)),
             "note": "missing values are filled in the store; `coverage` marks valid pixels",
@@ -265,8 +263,6 @@ def _manifest(cfg, da, line, split_ids, starts, transform, channels, stats) -> d
         "time": {
             "start": fmt(line.times[0]),
             "end": fmt(line.times[-1]),
-            "step_seconds": line.step,
-            "step_iso": contract.time_step_iso,
             "frames": n,
             "segments": [[fmt(line.times[a]), fmt(line.times[b - 1])] for a, b in line.segments],
             "gaps": line.gaps,
@@ -278,19 +274,9 @@ def _manifest(cfg, da, line, split_ids, starts, transform, channels, stats) -> d
             "frames": {name: int((split_ids == k).sum()) for k, name in enumerate(SPLITS)},
         },
         "windows": {
-            "input_frames": cfg.input_frames,
-            "output_frames": cfg.output_frames,
             "stride": cfg.stride,
             "counts": {name: int(starts[name].size) for name in SPLITS},
             "starts": {name: starts[name].tolist() for name in SPLITS},
         },
         "config": cfg.model_dump(mode="json"),
-        **_legacy(contract),
     }
-
-
-def _legacy(contract: DataContract) -> dict[str, Any]:
-    """TEMPORARY during the refactor: format-1 keys beside `contract`."""
-    c = contract.to_manifest()
-    return {k: c[k] for k in ("variable", "channels", "units", "channel_units", "long_name",
-            "transform", "grid", "processing")}  # fmt: skip

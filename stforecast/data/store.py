@@ -6,23 +6,26 @@
     segment   (time,) int32                      runs of frames without gaps
 
 The manifest holds what training, forecasting and evaluation need to use the data and to treat new
-data the same way: sources with checksums, variable and units, transform and fitted parameters,
-grid and CRS, time step, splits, windows.
+data the same way: the data contract (`contract`: variable and units, transform and fitted
+parameters, grid and CRS, time step, window lengths, fill values, processing; see
+`stforecast.data.contract`), the sources with checksums, the time line, splits and windows.
+Format 2; stores of format 1 (the same facts spread over the top level) still open.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import xarray as xr
 
 from stforecast.errors import InputError
+from stforecast.io.atomic import atomic_write_bytes
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE = (1, 2)  # format 1: before the data contract had its own section
 
 
 def read_manifest(store: str | Path) -> dict[str, Any]:
@@ -34,21 +37,15 @@ def read_manifest(store: str | Path) -> dict[str, Any]:
         raise InputError(f"{store} is not a prepared store (no {MANIFEST})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise InputError(f"{path} is corrupt: {err}") from None
-    if manifest.get("format_version") != FORMAT_VERSION:
+    if manifest.get("format_version") not in READABLE:
         raise InputError(f"{path}: unsupported store format {manifest.get('format_version')!r}")
     return manifest
 
 
 def write_manifest(store: str | Path, manifest: dict[str, Any]) -> None:
-    """Write the manifest atomically (temp file, fsync, rename)."""
-    path = Path(store) / MANIFEST
-    tmp = path.with_suffix(".json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(manifest, f, indent=2)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write the manifest atomically (`io.atomic`)."""
+    text = json.dumps(manifest, indent=2) + "\n"
+    atomic_write_bytes(Path(store) / MANIFEST, text.encode())
 
 
 def open_store(store: str | Path) -> tuple[xr.Dataset, dict[str, Any]]:

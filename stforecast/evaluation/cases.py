@@ -26,6 +26,7 @@ import numpy as np
 
 from stforecast.config import EvaluateConfig, Recipe
 from stforecast.data import transforms
+from stforecast.data.contract import DataContract
 from stforecast.data.windows import fmt
 from stforecast.errors import ConfigError, InputError
 
@@ -71,9 +72,9 @@ def choose_cases(
     prepared store's test split (prepared into the cache from its sources if needed), or the
     Moving MNIST test set."""
     card = run.card
-    contract = card["input"]
-    mnist = contract.get("variable") == "moving_mnist"
-    step = contract.get("time_step_seconds")
+    contract = run.contract
+    mnist = contract.variable == "moving_mnist"
+    step = contract.time_step_seconds
     if sources:
         if mnist:
             raise ConfigError("a Moving MNIST run is evaluated on its test set, not on files")
@@ -84,21 +85,21 @@ def choose_cases(
             run, list(sources), start=start, end=end, every=every, steps=steps,
             skipped=skipped,
         )  # fmt: skip
-        leads = steps or contract["output_frames"]
+        leads = steps or contract.output_frames
         data = {"mode": "hindcast", "sources": [str(s) for s in sources],
                 "start": start, "end": end, "every_seconds": every or step}  # fmt: skip
         return CaseSource(cases, total, data_range, leads, data)
     if recipe is not None and recipe.data.moving_mnist:
         cases, total = mnist_cases(run, recipe, opts)
         data = {"mode": "Moving MNIST (regenerated)", "sequences": total}
-        return CaseSource(cases, total, 1.0, contract["output_frames"], data)
+        return CaseSource(cases, total, 1.0, contract.output_frames, data)
     if recipe is not None:
         if start or end or every:
             raise ConfigError("--start/--end/--every need archive files (DATA), not a store")
         store = _store_for(recipe, progress)
         cases, total, data_range = store_cases(run, store, opts)
         data = {"mode": "test split", "store": str(store)}
-        return CaseSource(cases, total, data_range, contract["output_frames"], data)
+        return CaseSource(cases, total, data_range, contract.output_frames, data)
     raise ConfigError(f"{run.path} has no recipe.toml; give a recipe or DATA files to evaluate on")
 
 
@@ -157,7 +158,8 @@ def store_cases(
     manifest = ds.manifest
     if not len(ds):
         raise InputError(f"{store}: the {split} split has no windows")
-    transform, params = card_transform(manifest, len(manifest.get("channels") or [None]))
+    contract = DataContract.from_manifest(manifest)
+    transform, params = card_transform(contract.transform, contract.channels)
     t_in, t_out = ds.t_in, ds.t_out
     steps = t_out
     n = len(ds) if opts.max_sequences is None else min(len(ds), opts.max_sequences)
@@ -225,8 +227,8 @@ def hindcast_cases(
     t_in = run.input_frames
     da = open_frames(
         sources,
-        variable=contract["variable"],
-        time_pattern=contract["processing"].get("time_pattern"),
+        variable=contract.selection,
+        time_pattern=contract.processing.time_pattern,
     ).sortby("time")
     times = da["time"].values
     processed = grid_frames(processing_config(contract), da, step)
@@ -306,7 +308,7 @@ def mnist_cases(run: Any, recipe: Recipe, opts: EvaluateConfig) -> tuple[Iterato
     cfg = recipe.data
     digits = synthetic.load_mnist_images(cfg.moving_mnist)
     n = opts.max_sequences or 10000
-    t_in, t_out = run.contract["input_frames"], run.contract["output_frames"]
+    t_in, t_out = run.contract.input_frames, run.contract.output_frames
     seqs = synthetic.moving_mnist_test(digits, n, seq_len=t_in + t_out)
 
     def cases() -> Iterator[Case]:

@@ -87,7 +87,7 @@ def metrics_document(
     contract = run.contract
     protocol.update(
         {
-            "values": f"de-normalised to data units ({contract.get('units')}); forecasts "
+            "values": f"de-normalised to data units ({contract.units}); forecasts "
             f"clipped to {list(clip)} before scoring",
             "exclusions": "pixels missing or without radar coverage in the truth, and pixels "
             "where a forecast is missing, are left out of every score",
@@ -105,8 +105,8 @@ def metrics_document(
         "format": FORMAT,
         "version": VERSION,
         "lead_minutes": lead_minutes,
-        "units": contract.get("units"),
-        "variable": contract.get("variable"),
+        "units": contract.units,
+        "variable": contract.selection,
         "methods": methods,
         "protocol": protocol,
         "cases": cases,

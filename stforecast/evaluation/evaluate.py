@@ -52,10 +52,10 @@ def evaluate(
     recipe = recipe or run_recipe(run_dir)
     opts = recipe.evaluate if recipe is not None else EvaluateConfig()
     run = _scored_run(run_dir, device, best)
-    contract = run.card["input"]
-    mnist = contract.get("variable") == "moving_mnist"
+    contract = run.contract
+    mnist = contract.variable == "moving_mnist"
     skipped: list[dict[str, str]] = []
-    step = contract.get("time_step_seconds")
+    step = contract.time_step_seconds
     source = choose_cases(
         run, recipe, opts, sources=sources, start=start, end=end, every=every, steps=steps,
         skipped=skipped, progress=progress,
@@ -63,7 +63,7 @@ def evaluate(
     data_range = source.data_range
     if opts.data_range is not None:
         data_range = float(opts.data_range)
-    clip = clip_range(opts, contract.get("units") or "", mnist)
+    clip = clip_range(opts, contract.units, mnist)
     scores, samples, n = score(
         source.cases, source.total, leads=source.leads, data_range=data_range, opts=opts,
         clip=clip, mnist=mnist, progress=progress,
@@ -81,7 +81,7 @@ def evaluate(
     write_report(
         out,
         doc,
-        samples.panels(lead_minutes, contract.get("units") or ""),
+        samples.panels(lead_minutes, contract.units),
         title=f"stforecast evaluation: {run_dir.name}",
         details=_details(run, doc),
     )

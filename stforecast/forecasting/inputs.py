@@ -17,6 +17,7 @@ import xarray as xr
 
 from stforecast.config import data_config
 from stforecast.data import units
+from stforecast.data.contract import DataContract
 from stforecast.data.resample import grid_frames
 from stforecast.data.windows import fmt
 from stforecast.errors import InputError, ModelMismatchError
@@ -50,8 +51,7 @@ class Inputs:
 def checked_inputs(frames: xr.DataArray, run: Run, allow_missing: int = 0) -> Inputs:
     """Choose the frames, check them against the card and put them on the model's grid."""
     contract = run.contract
-    variable = contract["variable"]
-    names = [variable] if isinstance(variable, str) else list(variable)
+    names = contract.variables
     source_var = frames.attrs.get("source_variable", frames.name)
     got = [source_var] if isinstance(source_var, str) else list(source_var or [])
     if got != names:
@@ -59,16 +59,15 @@ def checked_inputs(frames: xr.DataArray, run: Run, allow_missing: int = 0) -> In
 
     wanted = expected_times(frames["time"].values.max(), run.step, run.input_frames)
     chosen = select_frames(frames, run, allow_missing)
-    processing = contract["processing"]
-    source_units = processing.get("source_units") or chosen.attrs.get("units", "")
-    _check_units(source_units, processing, contract, run.step)
+    source_units = contract.processing.source_units or chosen.attrs.get("units", "")
+    _check_units(source_units, contract, run.step)
     da = grid_frames(processing_config(contract), chosen, run.step)
-    if not units.equivalent(da.attrs.get("units", ""), contract["units"]):
+    if not units.equivalent(da.attrs.get("units", ""), contract.units):
         raise ModelMismatchError(
-            f"input units {da.attrs.get('units')!r} differ from the model's {contract['units']!r}"
+            f"input units {da.attrs.get('units')!r} differ from the model's {contract.units!r}"
         )
     for name, have, want in zip(names, da.attrs.get("channel_units") or [],
-                                contract.get("channel_units") or [], strict=False):  # fmt: skip
+                                contract.channel_units or [], strict=False):  # fmt: skip
         if not units.equivalent(have, want):
             raise ModelMismatchError(f"input units of {name!r} are {have!r}, the model's {want!r}")
     check_grid(da, contract)
@@ -138,12 +137,12 @@ def fill_in_time(values: np.ndarray, have: np.ndarray, wanted: np.ndarray) -> np
     return ((1 - w) * values[lo] + w * values[hi]).astype(np.float32)
 
 
-def check_grid(da: xr.DataArray, contract: dict[str, Any]) -> None:
+def check_grid(da: xr.DataArray, contract: DataContract) -> None:
     """CRS and grid spacing must be the model's; the extent may differ (tiles cover it)."""
     import pyproj
 
-    grid = contract["grid"]
-    mine, theirs = da.attrs.get("crs_wkt", ""), grid.get("crs_wkt", "")
+    grid = contract.grid
+    mine, theirs = da.attrs.get("crs_wkt", ""), grid.crs_wkt
     if bool(mine) != bool(theirs):
         has = "has" if mine else "has no"
         raise ModelMismatchError(
@@ -153,39 +152,41 @@ def check_grid(da: xr.DataArray, contract: dict[str, Any]) -> None:
         a, b = pyproj.CRS.from_wkt(mine), pyproj.CRS.from_wkt(theirs)
         if not a.equals(b, ignore_axis_order=True):
             raise ModelMismatchError(f"CRS differs: input {a.name!r}, model {b.name!r}")
-    t_in, t_model = da.attrs.get("transform") or [], grid.get("transform") or []
+    t_in, t_model = da.attrs.get("transform") or [], grid.transform
     if len(t_in) == 6 and len(t_model) == 6:
         for k, axis in ((0, "x"), (4, "y")):
             if not math.isclose(abs(t_in[k]), abs(t_model[k]), rel_tol=1e-6):
                 raise ModelMismatchError(
                     f"grid spacing in {axis} is {abs(t_in[k]):g}, the model's is "
-                    f"{abs(t_model[k]):g} (after the card's processing: {contract['processing']})"
+                    f"{abs(t_model[k]):g} (after the card's processing: "
+                    f"{contract.processing.to_dict()})"
                 )
 
 
-def _check_units(source_units: str, processing: dict[str, Any], contract: dict, step: int):
-    target = processing.get("units") or contract["units"]
+def _check_units(source_units: str, contract: DataContract, step: int) -> None:
+    target = contract.processing.units or contract.units
     try:
         units.convert(np.float32(1.0), source_units, target, step_seconds=step,
-                      zr=tuple(processing.get("zr") or units.MARSHALL_PALMER))  # fmt: skip
+                      zr=contract.processing.zr)  # fmt: skip
     except InputError:
         raise ModelMismatchError(
-            f"input units {source_units!r} differ from the model's {contract['units']!r} "
+            f"input units {source_units!r} differ from the model's {contract.units!r} "
             "and cannot be converted"
         ) from None
 
 
-def processing_config(contract: dict[str, Any]):
+def processing_config(contract: DataContract):
     """The `[data]` processing (units, crop, coarsen, resize) the model card recorded, for
     `prepare.grid_frames`: new frames go through what the training frames went through."""
-    processing = contract["processing"]
+    p = contract.processing
     return data_config(
-        **{
-            k: processing.get(k)
-            for k in ("units", "source_units", "crop_bbox", "crop_pixels", "resize")
-        },
-        zr=tuple(processing.get("zr") or units.MARSHALL_PALMER),
-        coarsen=processing.get("coarsen") or 1,
+        units=p.units,
+        source_units=p.source_units,
+        crop_bbox=p.crop_bbox,
+        crop_pixels=p.crop_pixels,
+        resize=p.resize,
+        zr=p.zr,
+        coarsen=p.coarsen,
     )
 
 

@@ -136,10 +136,10 @@ def _open(sources: list[str], run: Run) -> xr.DataArray:
     """The sources' frames of the model's variable (a missing one does not fit the model)."""
     from stforecast.io import open_frames
 
-    variable = run.contract["variable"]
+    variable = run.contract.selection
     try:
         return open_frames(
-            sources, variable=variable, time_pattern=run.contract["processing"].get("time_pattern")
+            sources, variable=variable, time_pattern=run.contract.processing.time_pattern
         )
     except MissingVariableError as err:
         raise ModelMismatchError(f"{err} (the model forecasts {variable!r})") from None

@@ -28,6 +28,7 @@ import xarray as xr
 
 from stforecast.config import ForecastConfig
 from stforecast.data import transforms
+from stforecast.data.contract import Transform
 from stforecast.data.windows import fmt
 from stforecast.errors import ConfigError
 from stforecast.forecasting.inputs import checked_inputs, frame_values, input_files
@@ -75,9 +76,8 @@ def plan(
     timings["read"] = time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    transform, params = card_transform(contract, values.shape[1])
-    fills = contract["missing"]["fill_value_normalised"]
-    fills = [fills] * values.shape[1] if not isinstance(fills, list) else fills
+    transform, params = card_transform(contract.transform, values.shape[1])
+    fills = contract.fills_normalised(values.shape[1])
     no_coverage = ~np.isfinite(values[-1])  # (C, H, W): written back as missing
     x = transforms.normalise_frames(values, transform, params, fills)
     files = input_files(inputs.chosen, checksums)
@@ -129,15 +129,13 @@ def lead_steps(run: Run, *, steps: int | None = None, hours: float | None = None
                 f"{iso_duration(run.step)} steps"
             )
         return round(n)
-    return int(run.contract["output_frames"])
+    return run.contract.output_frames
 
 
-def card_transform(contract: dict[str, Any], channels: int):
-    """The transform and per-channel parameters a model card (or a store manifest) records."""
-    entry = contract["transform"]
-    params = entry.get("params") or {}
-    per_channel = params if isinstance(params, list) else [params] * channels
-    transform, _ = transforms.from_dict({**entry, "params": per_channel[0]})
+def card_transform(entry: Transform, channels: int):
+    """The transform of a data contract and its parameters, one set per channel."""
+    per_channel = entry.per_channel(channels)
+    transform, _ = transforms.from_dict({**entry.to_dict(), "params": per_channel[0]})
     return transform, per_channel
 
 

@@ -77,8 +77,8 @@ def _fields(
     run: Run, da: xr.DataArray, steps: int, names: list[str], source_units: str, mapped: bool
 ) -> dict[str, Any]:
     """One `(time, y, x)` variable per channel, in the card's units, with lazy zeros."""
-    target_units = run.contract["units"]
-    channel_units = run.contract.get("channel_units") or [target_units] * len(names)
+    target_units = run.contract.units
+    channel_units = list(run.contract.channel_units or [target_units] * len(names))
     standard = _standard_name(da.attrs, source_units, target_units)
     long_names = da.attrs.get("channel_long_names") or [da.attrs.get("long_name", "")] * len(names)
     if not units.equivalent(source_units, target_units):  # the source's name no longer fits
@@ -120,7 +120,7 @@ def _global_attrs(
     step = run.step
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     model_name = run.card["architecture"].get("name", "model")
-    store = run.contract.get("store", "prepared data")
+    store = run.contract.store or "prepared data"
     return {
         "Conventions": cf.CONVENTIONS,
         "title": opts.title or f"{names[0]} nowcast by {model_name}",

@@ -2,8 +2,17 @@
 
 `open_frames` is the one entry point; it returns a lazy `(time, y, x)` or `(time, channel, y, x)`
 float32 DataArray with the grid, CRS and time step in its attributes. See `assemble.open_frames`.
+It loads on first use, so that `io.atomic` or `io.lock` alone import no xarray.
 """
 
-from stforecast.io.assemble import open_frames
+from typing import Any
 
 __all__ = ["open_frames"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "open_frames":
+        from stforecast.io.assemble import open_frames
+
+        return open_frames
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,6 +7,7 @@ Loading never unpickles: the architecture comes from JSON and the weights from s
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,17 +144,18 @@ class Run:
     options: ForecastConfig = field(default_factory=ForecastConfig)
     recipe_sha256: str | None = None
 
-    @property
-    def contract(self) -> dict[str, Any]:
-        return self.card["input"]
+    @functools.cached_property
+    def contract(self) -> DataContract:
+        """The card's data contract, read once."""
+        return DataContract.from_card(self.card.get("input"), str(self.path or "model card"))
 
     @property
     def step(self) -> int:
-        return int(self.contract["time_step_seconds"])
+        return int(self.contract.time_step_seconds or 0)
 
     @property
     def input_frames(self) -> int:
-        return int(self.contract["input_frames"])
+        return self.contract.input_frames
 
 
 def load_run(run_dir: str | Path, *, device: str = "auto", best: bool = False) -> Run:
