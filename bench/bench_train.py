@@ -31,7 +31,7 @@ CASES = {
 def run_one(case: str, steps: int, overrides: list[str]) -> dict:
     import torch
 
-    from stforecast.config import recipe
+    from stforecast.config import load_recipe as recipe
     from stforecast.training import train
     from stforecast.training.datasets import build_datasets
 

@@ -84,7 +84,7 @@ def evaluate(
     if steps is not None and not (data and not data[0].endswith(".toml")):
         raise fail("--steps applies to a hindcast on archive files (DATA), not to a test split")
     with engine_errors():
-        from stforecast.config import recipe as load_recipe
+        from stforecast.config import load_recipe
 
         recipe_path = None
         if len(data) == 1 and data[0].endswith(".toml"):

@@ -48,7 +48,7 @@ def prepare(
     Examples: stforecast prepare recipes/radar_nowcast.toml --out prepared/bom ·
     stforecast prepare 'radar/*.nc' --out prepared/radar --input-frames 6 --output-frames 6
     """
-    from stforecast.config import apply_overrides, data_config, load_recipe
+    from stforecast.config import apply_overrides, data_config, recipe_table
     from stforecast.data.prepare import prepare as run
 
     flags = {
@@ -65,7 +65,7 @@ def prepare(
     }
     with engine_errors():
         if len(sources) == 1 and sources[0].endswith(".toml"):
-            raw = load_recipe(sources[0], set_ or [])
+            raw = recipe_table(sources[0], set_ or [])
             cfg = data_config(raw, **flags)
         else:
             raw = apply_overrides({"data": {"sources": sources}}, set_ or [])
@@ -74,6 +74,8 @@ def prepare(
         target = out or (Path(cfg.store) if cfg.store else None)
         if target is None:
             raise fail("give --out DIR (or data.store in the recipe)")
+        if Path(target).exists() and not overwrite:
+            raise fail(f"{target} already exists; pass --overwrite to replace it")
         if quiet:
             manifest = run(cfg, target, overwrite=overwrite)
         else:

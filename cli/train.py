@@ -36,7 +36,7 @@ def train(
     stforecast train recipes/moving_mnist.toml --set train.max_steps=2000 --out runs/mm ·
     torchrun --nproc-per-node 4 -m stforecast train recipes/radar_nowcast.toml
     """
-    from stforecast.config import recipe as load
+    from stforecast.config import load_recipe as load
 
     overrides = list(set_ or [])
     if device:

@@ -173,13 +173,13 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--set takes dotted.key=value, got {item!r}")
+            raise ConfigError(f"an override takes dotted.key=value, got {item!r}")
         parts = key.strip().split(".")
         node = raw
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"--set {key}: {part!r} is not a section")
+                raise ConfigError(f"override {key}: {part!r} is not a section")
         node[parts[-1]] = parse_value(value)
     return raw
 
@@ -199,7 +199,7 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
             data[key] = str(base / data[key])
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+def recipe_table(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
     """Read a recipe TOML, apply overrides, check the section names; returns the raw dict.
 
     Paths written in the recipe are relative to the recipe's directory; paths given with `--set`
@@ -351,9 +351,9 @@ class Recipe(_Strict):
     forecast: ForecastConfig = Field(default_factory=ForecastConfig)
 
 
-def recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Load and validate a whole recipe; errors name the file and the field (exit 2)."""
-    raw = load_recipe(path, overrides)
+    raw = recipe_table(path, overrides)
     where = raw.pop("__file__")
     try:
         return Recipe.model_validate(raw)

@@ -124,7 +124,7 @@ def check_format(fmt: str) -> str:
     return name
 
 
-def read_card(path: str | Path) -> dict[str, Any]:
+def read_embedded_card(path: str | Path) -> dict[str, Any]:
     """The model card embedded in an exported file (either format), e.g. to check an export."""
     path = Path(path)
     try:

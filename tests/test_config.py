@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stforecast.config import apply_overrides, data_config, load_recipe, parse_value
+from stforecast.config import apply_overrides, data_config, parse_value, recipe_table
 from stforecast.errors import ConfigError
 
 
@@ -15,7 +15,7 @@ def write(tmp_path, text):
 
 
 def test_recipe_paths_resolve_against_the_recipe(tmp_path):
-    raw = load_recipe(write(tmp_path, '[data]\nsources = ["radar/*.nc", "/abs/x.nc"]\n'))
+    raw = recipe_table(write(tmp_path, '[data]\nsources = ["radar/*.nc", "/abs/x.nc"]\n'))
     cfg = data_config(raw)
     assert cfg.sources == [str(tmp_path / "radar/*.nc"), "/abs/x.nc"]
 
@@ -31,28 +31,28 @@ def test_recipe_paths_resolve_against_the_recipe(tmp_path):
     ],
 )
 def test_bad_fields_name_file_and_field(tmp_path, text, message):
-    raw = load_recipe(write(tmp_path, text))
+    raw = recipe_table(write(tmp_path, text))
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         data_config(raw)
 
 
 def test_unknown_section_and_bad_toml(tmp_path):
     with pytest.raises(ConfigError, match="unknown section"):
-        load_recipe(write(tmp_path, "[datta]\nx = 1\n"))
+        recipe_table(write(tmp_path, "[datta]\nx = 1\n"))
     with pytest.raises(ConfigError, match="not valid TOML"):
-        load_recipe(write(tmp_path, "[data\n"))
+        recipe_table(write(tmp_path, "[data\n"))
     with pytest.raises(ConfigError, match="does not exist"):
-        load_recipe(tmp_path / "missing.toml")
+        recipe_table(tmp_path / "missing.toml")
 
 
 def test_set_overrides_with_the_same_validation(tmp_path):
-    raw = load_recipe(
+    raw = recipe_table(
         write(tmp_path, "[data]\ninput_frames = 4\n"),
         ["data.input_frames=6", "data.split.fractions=[0.8, 0.1, 0.1]", "data.units=mm/h"],
     )
     cfg = data_config(raw)
     assert cfg.input_frames == 6 and cfg.split.fractions == (0.8, 0.1, 0.1) and cfg.units == "mm/h"
-    raw = load_recipe(write(tmp_path, "[data]\n"), ["data.stride=-1"])
+    raw = recipe_table(write(tmp_path, "[data]\n"), ["data.stride=-1"])
     with pytest.raises(ConfigError, match="stride"):
         data_config(raw)
     with pytest.raises(ConfigError, match=r"dotted\.key=value"):

@@ -25,7 +25,7 @@ from stforecast.export import (
     ExportError,
     export,
     export_run,
-    read_card,
+    read_embedded_card,
 )
 from stforecast.rundir.load import load_model
 
@@ -118,7 +118,11 @@ def test_card_is_inside_both_files(name, runs, exported, loaded):
     torch.jit.load(str(exported[name, "torchscript"]), _extra_files=extra)
     assert json.loads(extra[CARD_FILE]) == card
     assert json.loads(extra[EXPORT_FILE])["output_frames"] == str(T_OUT)
-    assert read_card(exported[name, "onnx"]) == read_card(exported[name, "torchscript"]) == card
+    assert (
+        read_embedded_card(exported[name, "onnx"])
+        == read_embedded_card(exported[name, "torchscript"])
+        == card
+    )
 
 
 def test_torchscript_refuses_other_frame_counts(loaded):

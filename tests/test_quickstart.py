@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from stforecast.config import recipe
+from stforecast.config import load_recipe as recipe
 from stforecast.data import transforms
 from stforecast.data.dataset import WindowDataset
 from stforecast.data.synthetic import write_rain_cells

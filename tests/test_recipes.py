@@ -12,7 +12,7 @@ import pytest
 import torch
 from test_prepare import archive
 
-from stforecast.config import recipe
+from stforecast.config import load_recipe as recipe
 from stforecast.data.cache import content_key
 from stforecast.data.synthetic import load_mnist_images, moving_mnist_test, split_mnist_digits
 from stforecast.errors import ConfigError

@@ -69,7 +69,7 @@ def prepare(
     transform = transforms.get(cfg.transform, **cfg.transform_options)  # unknown -> exit 2 early
     out = Path(out)
     if out.exists() and not overwrite:
-        raise ConfigError(f"{out} already exists; pass --overwrite to replace it")
+        raise ConfigError(f"{out} already exists and overwrite was not asked for")
     report = progress or (lambda stage, done, total: None)
 
     da = open_frames(cfg.sources, variable=cfg.variable, time_pattern=cfg.time_pattern)

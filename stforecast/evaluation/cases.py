@@ -95,7 +95,7 @@ def choose_cases(
         return CaseSource(cases, total, 1.0, contract.output_frames, data)
     if recipe is not None:
         if start or end or every:
-            raise ConfigError("--start/--end/--every need archive files (DATA), not a store")
+            raise ConfigError("start, end and every need archive files to hindcast on, not a store")
         store = _store_for(recipe, progress)
         cases, total, data_range = store_cases(run, store, opts)
         data = {"mode": "test split", "store": str(store)}
@@ -239,7 +239,7 @@ def hindcast_cases(
     t1 = np.datetime64(_utc(end), "ns") if end else last
     stride = np.timedelta64(int(every or step), "s")
     if every is not None and every % step:
-        raise ConfigError(f"--every must be a multiple of the model's step ({step} s)")
+        raise ConfigError(f"every must be a multiple of the model's step ({step} s)")
     refs = [t for t in np.arange(max(t0, first), min(t1, last) + 1, stride) if t in set(times)]
     if not refs:
         raise InputError(

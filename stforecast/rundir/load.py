@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from stforecast import models
-from stforecast.config import ForecastConfig, recipe
+from stforecast.config import ForecastConfig, load_recipe
 from stforecast.data.contract import DataContract
 from stforecast.devices import resolve_device
 from stforecast.errors import ConfigError, InputError, ModelMismatchError
@@ -180,7 +180,7 @@ def run_recipe(run_dir: Path) -> Any:
     """The resolved recipe a run was trained with (its `[forecast]` and `[evaluate]` defaults),
     or None for a run directory without one."""
     path = run_recipe_path(run_dir)
-    return recipe(path) if path.is_file() else None
+    return load_recipe(path) if path.is_file() else None
 
 
 def check_contract(card: dict[str, Any], where: Any) -> DataContract:

@@ -180,7 +180,7 @@ def _field(ds: xr.Dataset | xr.DataArray, variable: str | None) -> xr.DataArray:
         else:
             raise ConfigError(
                 f"the forecast holds {len(candidates)} variables ({', '.join(candidates)}); "
-                "choose one with variable=NAME (--variable)"
+                "choose one by name (variable)"
             )
     if da.ndim == 2:
         da = da.expand_dims("time")

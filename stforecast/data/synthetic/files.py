@@ -14,7 +14,7 @@ from stforecast.errors import ConfigError, InputError
 
 def exists_error(path: Path) -> ConfigError:
     """Usage, as in `prepare` (exit 2): the data is fine, the command would replace a file."""
-    return ConfigError(f"{path}: already exists (overwrite=True or --overwrite replaces it)")
+    return ConfigError(f"{path}: already exists and overwrite was not asked for")
 
 
 def write_file(
