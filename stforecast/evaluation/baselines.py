@@ -9,6 +9,9 @@ float32 in the same units.
   semi-Lagrangian advection of the last frame along it (the operational reference nowcast; pysteps'
   "extrapolation" nowcast is the reference point of the field). See :func:`extrapolation`.
 
+- ``pysteps_extrapolation``, ``sprog``, ``steps_mean``: pysteps' own nowcasts (the optional extra;
+  see `stforecast.evaluation.pysteps_nowcasts`).
+
 New baselines are added with the :func:`register` decorator and looked up with :func:`get`.
 """
 
@@ -22,6 +25,7 @@ from scipy import ndimage as ndi
 from skimage.registration import optical_flow_ilk
 
 from stforecast.errors import ConfigError
+from stforecast.evaluation import pysteps_nowcasts
 
 Baseline = Callable[[np.ndarray, int], np.ndarray]
 
@@ -54,13 +58,17 @@ def available() -> list[str]:
 
 
 def get(name: str) -> Baseline:
-    """The baseline registered as ``name``; `ConfigError` (exit 2) if there is none."""
+    """The baseline registered as ``name``; `ConfigError` (exit 2) if there is none, or if it
+    needs a library that is not installed."""
     try:
-        return _REGISTRY[name]
+        fn = _REGISTRY[name]
     except KeyError:
         raise ConfigError(
             f"unknown baseline {name!r}; available: {', '.join(available())}"
         ) from None
+    if name in pysteps_nowcasts.NAMES:
+        pysteps_nowcasts.require(name)
+    return fn
 
 
 def _check(inputs: np.ndarray, steps: int) -> np.ndarray:
@@ -243,3 +251,16 @@ def extrapolation(inputs: np.ndarray, steps: int) -> np.ndarray:
     out = advect(np.where(covered, last, lo), flow, steps, outside=lo)
     out[:, ~covered] = np.nan
     return out
+
+
+def _pysteps_baseline(name: str) -> Baseline:
+    def baseline(inputs: np.ndarray, steps: int) -> np.ndarray:
+        return pysteps_nowcasts.nowcast(name, _check(inputs, steps), int(steps))
+
+    baseline.__name__ = name
+    baseline.__doc__ = f"pysteps' {name} nowcast (see `stforecast.evaluation.pysteps_nowcasts`)."
+    return baseline
+
+
+for _name in pysteps_nowcasts.NAMES:
+    register(_name)(_pysteps_baseline(_name))

@@ -65,6 +65,16 @@ def lead_times(step: float | None, leads: int) -> list[float]:
     return [int(v) if float(v).is_integer() else v for v in minutes]
 
 
+PYSTEPS_PROTOCOL = {
+    "pysteps_extrapolation": "pysteps: dense Lucas-Kanade motion on the last 4 frames in dB "
+    "(10 log10 R, R < 0.1 mm/h as -15 dB) and semi-Lagrangian extrapolation of the last frame",
+    "sprog": "pysteps S-PROG (Seed 2003): 6-level FFT cascade of the last 3 frames in dB, AR(2) "
+    "per level along the Lucas-Kanade motion, back to mm/h (below 0.1 mm/h: 0)",
+    "steps_mean": "mean rain rate of a 12-member pysteps STEPS ensemble (seed 24, no velocity "
+    "perturbation, observed-rain mask), same cascade and motion as sprog",
+}
+
+
 def metrics_document(
     run: Any,
     scores: dict[str, Scores],
@@ -100,6 +110,7 @@ def metrics_document(
             "semi-Lagrangian backward advection of the last frame",
         }
     )
+    protocol.update({k: v for k, v in PYSTEPS_PROTOCOL.items() if k in scores})
     card = run.card
     return {
         "format": FORMAT,
