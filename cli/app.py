@@ -58,16 +58,43 @@ app.add_typer(synthetic, name="synthetic")
 def main() -> None:
     """Run the app; command-line usage errors (a bad flag value, a missing argument) are one line
     `error: ...` with exit code 2, like every other error, instead of Click's usage box; an
-    unexpected exception (a bug) is one line with exit code 1 unless STFORECAST_DEBUG is set."""
+    unexpected exception (a bug) is one line with exit code 1 unless STFORECAST_DEBUG is set.
+    SIGINT and SIGTERM end every command with one line and exit 130 / 143, after its clean-up
+    (`stforecast.cli.signals`)."""
     import gc
+    import sys
+
+    from stforecast.cli import signals
+
+    try:  # one try around all: the one exception a signal raises may come at any bytecode
+        signals.install()
+        code = signals.conclude(_run())
+    except KeyboardInterrupt:  # a signal outside the command's own handling
+        code = signals.conclude(130)
+    # Nothing is left to free: spare the interpreter's final collections over every object the
+    # libraries created (0.5-0.7 s after importing torch); atexit handlers and flushes still run,
+    # then the process ends with `code` (signals' last atexit handler).
+    gc.freeze()
+    sys.exit(code)
+
+
+def _run() -> int:
+    """The command's exit code; Click's errors and bugs reported as one line (after a signal,
+    `signals.conclude` reports the signal instead)."""
     import os
     import sys
 
+    from stforecast.cli.signals import received
+
     try:
         code = app(standalone_mode=False)
+    except SystemExit as err:  # shell completion exits by itself
+        return err.code if isinstance(err.code, int) else 0 if err.code is None else 1
     except Exception as err:  # Click's exceptions, whether Typer vendors Click or not
         kind = type(err).__name__
-        if kind == "NoArgsIsHelpError":
+        if received() is not None:
+            code = 1  # whatever the signal caused: conclude reports the signal
+        elif kind == "NoArgsIsHelpError":
             err.show()  # `stforecast` alone prints the help
             code = err.exit_code
         elif kind == "Abort":
@@ -84,7 +111,4 @@ def main() -> None:
                 "(a bug; rerun with STFORECAST_DEBUG=1 for the traceback)\n"
             )
             code = 1
-    # Nothing is left to free: spare the interpreter's final collections over every object the
-    # libraries created (0.5-0.7 s after importing torch); atexit handlers and flushes still run.
-    gc.freeze()
-    sys.exit(code if isinstance(code, int) else 0)
+    return code if isinstance(code, int) else 0

@@ -14,7 +14,15 @@ EXIT_USAGE = 2
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    """Print `error: message` on stderr and return the Exit to raise."""
+    """Print `error: message` on stderr and return the Exit to raise. After SIGINT/SIGTERM the
+    signal is the failure that counts (whatever it caused): its line and 130/143 instead."""
+    from stforecast.cli.signals import outcome
+
+    code, message = outcome() or (code, message)
+    return _exit(message, code)
+
+
+def _exit(message: str, code: int) -> typer.Exit:
     sys.stderr.write(f"error: {message}\n")
     return typer.Exit(code)
 
@@ -22,13 +30,21 @@ def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
 @contextmanager
 def engine_errors() -> Iterator[None]:
     """Report the engine's errors as one line and their exit code, never a traceback
-    (`stforecast.errors.exit_status`); a bug goes on with its traceback."""
-    from stforecast.errors import exit_status, is_bug
+    (`stforecast.errors.exit_status`); a bug goes on with its traceback. A signal received in
+    the block is the failure, even when its exception was swallowed and the block went on: a
+    signalled command never ends as a success."""
+    from stforecast.cli.signals import check, outcome, received
+    from stforecast.errors import StoppedError, exit_status, is_bug
 
     try:
         yield
+        check()
     except BaseException as err:
-        if is_bug(err):
-            raise
+        if isinstance(err, (typer.Exit, SystemExit)) or (is_bug(err) and received() is None):
+            raise  # reported already, or a bug (its traceback)
         code, line = exit_status(err)
-        raise fail(line, code) from None
+        signalled = outcome()
+        if signalled is not None:  # training says what it kept and how to go on
+            code, word = signalled
+            line = f"{word}: {err}" if isinstance(err, StoppedError) else word
+        raise _exit(line, code) from None

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from stforecast.cli.errors import engine_errors, fail
+from stforecast.cli.signals import checked
 
 SHOWN = ("mse", "mse_pixel", "mae", "rmse", "ssim", "psnr", "csi_0.1", "csi_1.0", "csi_5.0",
          "fss_1.0_4")  # fmt: skip
@@ -67,9 +68,13 @@ def evaluate(
         int | None, typer.Option(help="Hindcast: lead times (default: the model's).")
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    best: Annotated[
-        bool, typer.Option(help="Score the best validation weights instead of the final ones.")
-    ] = False,
+    weights: Annotated[
+        str,
+        typer.Option(
+            help="selected (the run's weights: the best validation's where the run had a "
+            "validation split), best or final."
+        ),
+    ] = "selected",
     quiet: Annotated[bool, typer.Option(help="No progress bar or table.")] = False,
 ) -> None:
     """Score a run and the baselines by the same code: metrics.json, report.html, report.md.
@@ -103,20 +108,30 @@ def evaluate(
             recipe = load_recipe(run_recipe, overrides)
         seconds = parse_duration(every) if every else None
         out_dir = out or model / "evaluation"
-        doc = _run(model, out_dir, recipe, data, start, end, seconds, steps, device, best, quiet)
+        _sweep(out_dir)
+        doc = _run(model, out_dir, recipe, data, start, end, seconds, steps, device, weights, quiet)
     if not quiet:
         _show(doc, out_dir)
 
 
-def _run(model, out_dir, recipe, data, start, end, every, steps, device, best, quiet):
+def _sweep(out_dir: Path) -> None:
+    """Remove the temporary files that a killed evaluation (SIGKILL, the OOM killer) left in
+    the output directories; each file is written atomically, so only those can be stale."""
+    from stforecast.io.atomic import remove_stale_temps
+
+    for directory in (out_dir, out_dir / "figures"):
+        remove_stale_temps(directory / "metrics.json")
+
+
+def _run(model, out_dir, recipe, data, start, end, every, steps, device, weights, quiet):
     from stforecast.evaluation.evaluate import evaluate as run
 
     kwargs = dict(
         recipe=recipe, sources=data or None, start=start, end=end, every=every, steps=steps,
-        device=device, best=best,
+        device=device, weights=weights,
     )  # fmt: skip
-    if quiet:
-        return run(model, out_dir, **kwargs)
+    if quiet:  # the progress callback stops the run after a swallowed signal
+        return run(model, out_dir, progress=checked(), **kwargs)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     with Progress(
@@ -133,7 +148,7 @@ def _run(model, out_dir, recipe, data, start, end, every, steps, device, best, q
                 tasks[stage] = bar.add_task(stage, total=total)
             bar.update(tasks[stage], completed=done, total=total)
 
-        return run(model, out_dir, progress=progress, **kwargs)
+        return run(model, out_dir, progress=checked(progress), **kwargs)
 
 
 def _show(doc: dict, out_dir: Path) -> None:

@@ -31,9 +31,13 @@ def export(
         int | None,
         typer.Option(min=1, help="Frames to forecast (default: the card's output_frames)."),
     ] = None,
-    best: Annotated[
-        bool, typer.Option(help="Export the best validation weights instead of the final ones.")
-    ] = False,
+    weights: Annotated[
+        str,
+        typer.Option(
+            help="selected (the run's weights: the best validation's where the run had a "
+            "validation split), best or final."
+        ),
+    ] = "selected",
     verify: Annotated[
         bool,
         typer.Option(help="Run the file at batch sizes 1 and 3 and compare with PyTorch first."),
@@ -52,5 +56,5 @@ def export(
     with engine_errors():
         from stforecast.export import export_run
 
-        path = export_run(model, format_, out, best=best, steps=steps, verify=verify)
+        path = export_run(model, format_, out, weights=weights, steps=steps, verify=verify)
     typer.echo(str(path))

@@ -4,7 +4,9 @@ Exit codes (docs/operations.md): 0 written, 1 internal error, 2 usage, 3 input d
 not fit the model, 5 another forecast holds the output's lock. Failures print one line on stderr
 (`--debug` adds the traceback); `--log-json` prints one JSON object per stage on stdout.
 With `--socket` (or $STFORECAST_SOCKET) the job runs on a `stforecast serve` server, or here when
-none listens.
+none listens; a server job past the server's `--job-timeout` exits 124. A newest input frame a
+time step old or more (relative to `--reference-time`, else now) adds a `warning:` line to a
+success; older than `--max-age` it is exit 3.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Annotated, Any
 import typer
 
 from stforecast.cli.errors import fail
+from stforecast.cli.signals import cancelled, check, outcome
 
 
 def _process_age() -> float | None:
@@ -65,7 +68,9 @@ def forecast(
     log_json: Annotated[
         bool, typer.Option("--log-json", help="One JSON object per stage on stdout.")
     ] = False,
-    quiet: Annotated[bool, typer.Option(help="Print nothing on success.")] = False,
+    quiet: Annotated[
+        bool, typer.Option(help="Print nothing on success (no stale-input warning either).")
+    ] = False,
     debug: Annotated[bool, typer.Option(help="Show the traceback of a failure.")] = False,
     socket_path: Annotated[
         Path | None,
@@ -75,6 +80,26 @@ def forecast(
             show_envvar=True,
             help="Run the job on the `stforecast serve` listening here (libraries and model "
             "already loaded); in-process, with a warning, when none does.",
+        ),
+    ] = None,
+    max_age: Annotated[
+        str | None,
+        typer.Option(
+            "--max-age",
+            metavar="DURATION",
+            help="Fail (exit 3, nothing written) when the newest input frame is older than this "
+            "(ISO 8601 such as PT30M, or seconds), relative to --reference-time or now; "
+            "replaces the recipe's forecast.max_input_age.",
+        ),
+    ] = None,
+    reference_time: Annotated[
+        str | None,
+        typer.Option(
+            "--reference-time",
+            metavar="TIME",
+            help="The time this forecast is for (ISO 8601, UTC unless a zone is given, e.g. "
+            "2026-12-01T12:00Z; default: now): frames after it are not used and the newest "
+            "frame's age is measured from it.",
         ),
     ] = None,
 ) -> None:
@@ -95,20 +120,26 @@ def forecast(
         emit({"stage": "start-up", "duration_s": age})
     try:
         t_import = time.perf_counter()
+        freshness = {"max_input_age": max_age, "now": reference_time}
         summary = None if socket_path is None else _on_server(
             socket_path, sources, model, out, format_, steps, hours, device, emit,
-            quiet or log_json, debug)  # fmt: skip
+            quiet or log_json, debug, freshness)  # fmt: skip
         if summary is None:
             from stforecast.forecasting.job import forecast_to_file
 
             emit({"stage": "import", "duration_s": time.perf_counter() - t_import})
             summary = forecast_to_file(sources, model, out, fmt_name=format_, steps=steps,
-                                       hours=hours, device=device, log=emit)  # fmt: skip
+                                       hours=hours, device=device, log=emit, **freshness,
+                                       cancel=cancelled)  # fmt: skip
+        check()  # a signal whose exception was swallowed: never a success
     except BaseException as err:  # every failure: one line and its exit code
         raise _failure(emit, err, debug) from None
     summary["timings_s"]["start_up"] = age
     summary["timings_s"]["import"] = time.perf_counter() - t_import - summary["timings_s"]["total"]
     summary["timings_s"]["process"] = (age or 0.0) + time.perf_counter() - started
+    if not quiet:  # the forecast is written, from input older than one time step
+        for warning in summary.get("warnings") or []:
+            sys.stderr.write(f"warning: {warning}\n")
     if log_json:
         emit(summary)
     elif not quiet:
@@ -139,11 +170,13 @@ def _report(summary: dict[str, Any]) -> None:
 
 
 def _on_server(socket_path, sources, model, out, format_, steps, hours, device, emit, quiet,
-               debug) -> dict[str, Any] | None:  # fmt: skip
+               debug, freshness) -> dict[str, Any] | None:  # fmt: skip
     """The job on the server: its summary; None when it must run here (the reason is logged)."""
+    from stforecast.errors import TimeLimitError
     from stforecast.forecasting.client import ServerUnavailable, job_for, submit
 
-    job = job_for(sources, model, out, fmt_name=format_, steps=steps, hours=hours, device=device)
+    job = job_for(sources, model, out, fmt_name=format_, steps=steps, hours=hours, device=device,
+                  **freshness)  # fmt: skip
     try:
         result = submit(socket_path, job, emit)
     except ServerUnavailable as why:
@@ -151,6 +184,8 @@ def _on_server(socket_path, sources, model, out, format_, steps, hours, device, 
         if not quiet:
             sys.stderr.write(f"warning: {why}; forecasting in-process\n")
         return None
+    if result["exit_code"] == TimeLimitError.exit_code:
+        result["error"] += " (`stforecast serve --job-timeout` sets the limit)"
     if result["exit_code"] != 0:
         raise _error(emit, result["error"], result["exit_code"], debug, None)
     return {**result["summary"], "server": str(socket_path)}
@@ -170,6 +205,7 @@ def _failure(emit, err: BaseException, debug: bool) -> typer.Exit:
 
 
 def _error(emit, message: str, code: int, debug: bool | None, err: BaseException | None):
+    code, message = outcome() or (code, message)  # after SIGINT/SIGTERM: 130/143, whatever failed
     event: dict[str, Any] = {"stage": "error", "exit_code": code, "error": message}
     if err is not None and (debug or code == 1):
         event["traceback"] = "".join(traceback.format_exception(err))

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from stforecast.cli.errors import engine_errors, fail
+from stforecast.cli.signals import checked
 
 
 def prepare(
@@ -76,8 +77,8 @@ def prepare(
             raise fail("give --out DIR (or data.store in the recipe)")
         if Path(target).exists() and not overwrite:
             raise fail(f"{target} already exists; pass --overwrite to replace it")
-        if quiet:
-            manifest = run(cfg, target, overwrite=overwrite)
+        if quiet:  # the progress callback stops the run after a swallowed signal
+            manifest = run(cfg, target, overwrite=overwrite, progress=checked())
         else:
             manifest = _with_progress(run, cfg, target, overwrite)
     _summary(target, manifest, quiet)
@@ -89,7 +90,7 @@ def _with_progress(run, cfg, target, overwrite):
     from stforecast.cli.progress import bar, stage_reporter
 
     with bar(TimeRemainingColumn()) as shown:
-        return run(cfg, target, overwrite=overwrite, progress=stage_reporter(shown))
+        return run(cfg, target, overwrite=overwrite, progress=checked(stage_reporter(shown)))
 
 
 def _summary(target: Path, manifest: dict, quiet: bool) -> None:

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from stforecast.cli.errors import engine_errors, fail
+from stforecast.forecasting.service import JOB_TIMEOUT  # standard library only: --help stays fast
 
 SOCKET_ENV = "STFORECAST_SOCKET"
 
@@ -33,10 +34,21 @@ def serve(
         ),
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    job_timeout: Annotated[
+        float,
+        typer.Option(
+            "--job-timeout",
+            min=0,
+            metavar="SECONDS",
+            help="Stop a job still running after this long, writing nothing (its client exits "
+            "124), so one client cannot hold the server; 0: no limit.",
+        ),
+    ] = JOB_TIMEOUT,
 ) -> None:
     """Keep the libraries and models loaded; run the jobs of `stforecast forecast --socket`.
 
-    Jobs run one at a time exactly as in-process forecasts (checks, lock, atomic write, codes).
+    Jobs run one at a time exactly as in-process forecasts (checks, lock, atomic write, codes);
+    one that runs past --job-timeout is stopped between two lead times.
 
     A model whose files change on disk is reloaded. One JSON line per job goes to stderr.
 
@@ -54,4 +66,5 @@ def serve(
     with engine_errors():
         from stforecast.forecasting.service import serve as run_server
 
-        run_server(socket_path, models=list(model or []), device=device, log=log)
+        run_server(socket_path, models=list(model or []), device=device, log=log,
+                   job_timeout=job_timeout or None)  # fmt: skip

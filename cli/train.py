@@ -81,12 +81,26 @@ def _dry_run(cfg) -> None:
 
 
 def _train(cfg, run_dir: Path, resume: bool, quiet: bool) -> dict:
-    from stforecast.training import train as run
+    """Train; SIGINT/SIGTERM in the loop stop it after the step in progress, with a checkpoint
+    (a signal mid-step would leave nothing consistent to save; a second one exits at once)."""
+    from stforecast.cli import signals
+    from stforecast.errors import StoppedError
     from stforecast.training.datasets import build_datasets
 
     data = build_datasets(cfg)
+    try:
+        with signals.deferred():
+            return _run(cfg, run_dir, data, resume, quiet)
+    except StoppedError as err:
+        raise StoppedError(f"{err} (the same command with --resume)") from None
+
+
+def _run(cfg, run_dir: Path, data, resume: bool, quiet: bool) -> dict:
+    from stforecast.cli.signals import cancelled
+    from stforecast.training import train as run
+
     if quiet or int(os.environ.get("RANK", "0")) != 0:
-        return run(cfg, run_dir, data=data, resume=resume)
+        return run(cfg, run_dir, data=data, resume=resume, stop=cancelled)
     from rich.progress import TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from stforecast.cli.progress import bar as progress_bar
@@ -106,7 +120,7 @@ def _train(cfg, run_dir: Path, resume: bool, quiet: bool) -> dict:
                 info += f" val {last_val.get('loss', float('nan')):.4g}"
             bar.update(task, completed=event.get("step", 0), info=info)
 
-        return run(cfg, run_dir, data=data, resume=resume, progress=report)
+        return run(cfg, run_dir, data=data, resume=resume, progress=report, stop=cancelled)
 
 
 def _report(run_dir: Path, summary: dict) -> None:

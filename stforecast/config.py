@@ -15,7 +15,15 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from stforecast.errors import ConfigError
 
@@ -246,6 +254,10 @@ class ModelConfig(_Strict):
     )
 
 
+# `train.select`: the names metrics.json gives these scores (`evaluation.metrics.key`).
+SELECT_PATTERN = r"^(loss|csi_\d+(\.\d+)?|fss_\d+(\.\d+)?_[1-9]\d*)$"
+
+
 class TrainConfig(_Strict):
     """`[train]`: optimisation, schedules, sampling, validation, checkpoints, device."""
 
@@ -282,6 +294,12 @@ class TrainConfig(_Strict):
     )
     early_stopping: Annotated[int, Field(ge=1)] | None = Field(
         None, description="stop after this many validations without improvement"
+    )
+    select: Annotated[str, Field(pattern=SELECT_PATTERN)] = Field(
+        "loss",
+        description="the validation score that selects the run's weights: 'loss' (lowest), "
+        "'csi_T' (highest CSI at T data units, e.g. 'csi_1.0') or 'fss_T_N' (highest FSS at T "
+        "and N pixels, e.g. 'fss_1.0_8')",
     )
     checkpoint_every: Annotated[int, Field(ge=1)] = 500
     log_every: Annotated[int, Field(ge=1)] = 10
@@ -341,6 +359,40 @@ class ForecastConfig(_Strict):
         0.5, description="overlap of neighbouring tiles, as a fraction of the tile size"
     )
     tile_batch: Annotated[int, Field(ge=1)] = Field(16, description="tiles per model call")
+    max_hours: Annotated[float, Field(gt=0)] = Field(
+        24.0,
+        description="longest lead time a forecast may ask for, in hours (the model's own horizon "
+        "is always allowed): a day is far past a nowcast's skill, and a slip such as 100000 "
+        "steps fails at once (exit 2) instead of running for hours under the output's lock; "
+        "raise it for longer rollouts",
+    )
+    max_input_age: Annotated[float, Field(gt=0)] | None = Field(
+        None,
+        description="the oldest the newest input frame may be, as ISO 8601 (`PT30M`) or seconds, "
+        "relative to the wall clock or to the expected reference time the caller gives; an "
+        "older one is an error (exit 3), so a stalled feed is not forecast as new (unset: no "
+        "limit; a newest frame one time step old or more only warns)",
+    )
+
+    @field_validator("max_input_age", mode="before")
+    @classmethod
+    def _seconds(cls, value: Any) -> Any:
+        """An ISO 8601 duration becomes seconds: the recipe, the run's `recipe.toml` and the
+        engine all hold a plain number."""
+        if isinstance(value, dt.timedelta):
+            return value.total_seconds()
+        if not isinstance(value, str):
+            return value
+        try:
+            return float(value)
+        except ValueError:
+            pass
+        try:
+            return TypeAdapter(dt.timedelta).validate_python(value.strip()).total_seconds()
+        except ValidationError:
+            raise ValueError(
+                f"{value!r} is not an ISO 8601 duration (e.g. PT30M, PT2H) or seconds"
+            ) from None
 
 
 class Recipe(_Strict):

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from stforecast import __version__
-from stforecast.errors import ConfigError, InputError, StforecastError
+from stforecast.errors import ConfigError, InputError, StforecastError, writing
 from stforecast.models import SequenceModel
 
 FORMATS = ("onnx", "torchscript")
@@ -91,10 +91,8 @@ def export(
             _verify(net, data, fmt, spec, tolerance)
     from stforecast.io.atomic import atomic_write_bytes
 
-    try:
+    with writing(path, "write the export"):  # read-only, full disk: exit 3 naming the path
         atomic_write_bytes(path, data)
-    except OSError as err:
-        raise InputError(f"{path}: cannot write the export: {err.strerror or err}") from None
     return path
 
 
@@ -103,17 +101,20 @@ def export_run(
     fmt: str,
     out: str | Path,
     *,
-    best: bool = False,
+    weights: str = "selected",
     steps: int | None = None,
     verify: bool = True,
 ) -> Path:
-    """Export the model of a training run directory (final weights, or the best with `best`)."""
+    """Export the model of a training run directory with its selected weights (or `best`,
+    `final`); the embedded card says which (`weights.loaded`)."""
     fmt = check_format(fmt)
     _check_packages(fmt, verify)
     out = _check_path(out, fmt)
+    from stforecast.data.contract import DataContract
     from stforecast.rundir.load import load_model
 
-    model, card = load_model(run_dir, best=best, device="cpu")
+    model, card = load_model(run_dir, weights=weights, device="cpu")
+    DataContract.from_card(card.get("input"), str(run_dir))  # a bad card: named as by `forecast`
     return export(model, card, out, fmt, steps=steps, verify=verify)
 
 

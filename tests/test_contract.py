@@ -141,6 +141,12 @@ def test_a_run_directory_of_the_previous_format_still_forecasts(tmp_path):
     ds = stforecast.forecast(frames, run, steps=2, device="cpu")
     assert ds["rainrate"].shape == (2, 64, 64)
     assert np.isfinite(ds["rainrate"].values).any()
+    # a card from before weights were selected keeps using its final weights
+    model = json.loads(ds.attrs["provenance"])["model"]
+    assert (
+        model["weights"].startswith("final")
+        and model["weights_sha256"] == card["weights"]["sha256"]
+    )
 
 
 def test_a_store_of_the_previous_format_still_trains_and_evaluates(tmp_path):

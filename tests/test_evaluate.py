@@ -166,20 +166,26 @@ def test_store_with_nan_coverage_excluded(run):
 
 
 def test_best_weights_are_scored_and_named(run, scored, tmp_path):
-    """`best=True` scores checkpoints/best.safetensors (here: altered, so it differs from the
-    final weights) and says so in metrics.json; the baselines are untouched."""
+    """The run's selected weights (the best validation's) are scored by default; `weights`
+    picks the final or the best ones (here: the best altered, and the card with them, so they
+    differ from the final weights), and metrics.json says which; the baselines are untouched."""
     import hashlib
+    import json
     import shutil
 
     from safetensors.torch import load_file, save_file
 
+    assert scored[0]["model"]["weights"].startswith("best validation (step ")
     copy = tmp_path / "run"
     shutil.copytree(run["run"], copy)
     best = copy / "checkpoints" / "best.safetensors"
     save_file({k: v * 0.5 for k, v in load_file(best).items()}, best)
-    doc = evaluate(copy, tmp_path / "out", device="cpu", best=True)
-    final = scored[0]
-    assert final["model"]["weights"] == "final"
+    card = json.loads((copy / "model.json").read_text())
+    card["weights"]["best_sha256"] = hashlib.sha256(best.read_bytes()).hexdigest()
+    (copy / "model.json").write_text(json.dumps(card))
+    doc = evaluate(copy, tmp_path / "out", device="cpu", weights="best")
+    final = evaluate(copy, tmp_path / "final", device="cpu", weights="final")
+    assert final["model"]["weights"].startswith("final (step ")
     assert doc["model"]["weights"].startswith("best validation (step ")
     assert doc["model"]["weights_sha256"] == hashlib.sha256(best.read_bytes()).hexdigest()
     assert doc["methods"]["model"]["mse"] != final["methods"]["model"]["mse"]

@@ -109,7 +109,12 @@ def test_files_match_pytorch_at_two_batch_sizes(name, runs, loaded):
 def test_card_is_inside_both_files(name, runs, exported, loaded):
     card = json.loads((runs[name] / "model.json").read_text())
     meta = loaded[name][0].get_modelmeta().custom_metadata_map
-    assert json.loads(meta[CARD_KEY]) == card
+    # the run's card, plus which of its weights the file holds (the selected ones)
+    embedded = json.loads(meta[CARD_KEY])
+    assert embedded["weights"]["loaded"]["name"] == card["weights"]["selected"] == "best"
+    assert embedded["weights"]["loaded"]["sha256"] == card["weights"]["best_sha256"]
+    card["weights"]["loaded"] = embedded["weights"]["loaded"]
+    assert embedded == card
     assert (meta["input_frames"], meta["output_frames"]) == (str(T_IN), str(T_OUT))
     assert meta["stforecast_version"] == card["software"]["stforecast"]
     props = {p.key: p.value for p in onnx.load(str(exported[name, "onnx"])).metadata_props}
@@ -251,7 +256,9 @@ def test_cli_writes_the_file_and_prints_its_path(cli, runs, tmp_path):
 
 def test_cli_model_from_environment(cli, runs, tmp_path, monkeypatch):
     monkeypatch.setenv("STFORECAST_MODEL", str(runs["convlstm"]))
-    result = cli("--format", "torchscript", "--out", tmp_path / "m.pt", "--best", "--steps", 2)
+    result = cli(
+        "--format", "torchscript", "--out", tmp_path / "m.pt", "--weights", "best", "--steps", 2
+    )
     assert result.exit_code == 0, result.output
     assert torch.jit.load(str(tmp_path / "m.pt"))(frames(1)).shape == (1, 2, 1, SIZE, SIZE)
 

@@ -100,7 +100,8 @@ def test_forecast_layout(plain):
     assert "crs_wkt" in ds["crs"].attrs and ds.attrs["Conventions"].startswith("CF-1.10")
     prov = json.loads(ds.attrs["provenance"])
     card = json.loads((plain["run"] / "model.json").read_text())
-    assert prov["model"]["weights_sha256"] == card["weights"]["sha256"]
+    assert prov["model"]["weights_sha256"] == card["weights"]["best_sha256"]  # the selected
+    assert prov["model"]["weights"].startswith("best validation (step ")
     assert [len(i["valid_times"]) for i in prov["inputs"]] == [4]
     assert len(prov["inputs"][0]["sha256"]) == 64 and prov["recipe_sha256"]
 

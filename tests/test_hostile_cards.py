@@ -101,10 +101,15 @@ def test_weights_of_another_shape_are_one_line(base, tmp_path):
     """Weights without the recorded architecture (older runs) are checked tensor by tensor."""
     from safetensors.torch import load_file, save_file
 
-    run = edited_run(base, tmp_path, lambda card: card["weights"].pop("sha256"))
-    state = load_file(run / "model.safetensors")
-    state.pop(sorted(state)[0])
-    save_file(state, run / "model.safetensors")  # no metadata: the tensors are all there is
+    def unsigned(card):
+        card["weights"].pop("sha256")
+        card["weights"].pop("best_sha256")
+
+    run = edited_run(base, tmp_path, unsigned)
+    for name in ("model.safetensors", "checkpoints/best.safetensors"):
+        state = load_file(run / name)
+        state.pop(sorted(state)[0])
+        save_file(state, run / name)  # no metadata: the tensors are all there is
     res = forecast(base, run, tmp_path)
     assert res.returncode == 4
     assert "1 missing" in one_line(res)
@@ -188,3 +193,22 @@ def test_a_killed_prepare_leaves_a_temporary_store_that_the_next_one_sweeps(tmp_
     )
     assert not left.exists() and (tmp_path / "store" / "manifest.json").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.nc", "store"]
+
+
+def test_a_forecast_uses_and_names_the_selected_weights(base, tmp_path):
+    """The run's selected weights are the best validation's; the forecast file says so."""
+    import hashlib
+
+    import xarray as xr
+
+    out = tmp_path / "f.nc"
+    res = stforecast(
+        "forecast", str(base["archive"]), "--steps", "1", "--model", str(base["run"]),
+        "--out", str(out), "--device", "cpu", cwd=tmp_path,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    with xr.open_dataset(out) as ds:
+        model = json.loads(ds.attrs["provenance"])["model"]
+    best = base["run"] / "checkpoints" / "best.safetensors"
+    assert model["weights"].startswith("best validation (step ")
+    assert model["weights_sha256"] == hashlib.sha256(best.read_bytes()).hexdigest()

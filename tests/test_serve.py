@@ -1,11 +1,13 @@
 """`stforecast serve` and `stforecast forecast --socket`: the server's forecasts are the in-process
 ones, failures keep their exit codes, the client falls back when it must, models reload when their
-files change, a client that hangs up cancels its job, and the socket is private."""
+files change, a client that hangs up cancels its job, a job past its time limit stops, requests
+that are not JSON are refused in one log line, and the socket is private."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -24,7 +26,7 @@ from forecast_files import forecast_file
 from typer.testing import CliRunner
 
 from stforecast.cli.app import app
-from stforecast.errors import CancelledError, ConfigError, LockHeldError
+from stforecast.errors import CancelledError, ConfigError, LockHeldError, TimeLimitError
 from stforecast.forecasting import client, protocol, service
 from stforecast.io.lock import output_lock
 
@@ -42,6 +44,17 @@ def longer(tmp_path_factory):
     return make_run(tmp_path_factory.mktemp("longer"), steps=12)
 
 
+@pytest.fixture(scope="module")
+def unbounded(tmp_path_factory, plain):
+    """The plain run with `[forecast] max_hours` raised: jobs of thousands of leads."""
+    run = tmp_path_factory.mktemp("unbounded") / "run"
+    shutil.copytree(plain["run"], run)
+    recipe = run / "recipe.toml"
+    text = re.sub(r"(?m)^max_hours = .*\n", "", recipe.read_text())
+    recipe.write_text(text.replace("[forecast]\n", "[forecast]\nmax_hours = 1000000.0\n"))
+    return run
+
+
 @pytest.fixture
 def sock_dir():
     """Unix socket paths are limited to about 100 bytes: a short directory, not tmp_path."""
@@ -53,7 +66,7 @@ def sock_dir():
 class Running:
     """A server in a thread of this process, with its log."""
 
-    def __init__(self, path: Path, models: list[Path]) -> None:
+    def __init__(self, path: Path, models: list[Path], **options: object) -> None:
         self.path = path
         self.events: list[dict] = []
         ready = threading.Event()
@@ -62,7 +75,7 @@ class Running:
         def target() -> None:
             try:
                 service.serve(path, models=models, device="cpu", log=self.events.append,
-                              ready=ready.set)  # fmt: skip
+                              ready=ready.set, **options)  # fmt: skip
             except BaseException as err:  # reported by the test
                 self.error.append(err)
                 ready.set()
@@ -193,9 +206,9 @@ def test_lock_held_exits_5_through_the_server(server, plain, tmp_path):
     assert not out.exists()
 
 
-def test_client_hanging_up_cancels_the_job(server, plain, tmp_path):
+def test_client_hanging_up_cancels_the_job(server, plain, unbounded, tmp_path):
     out = tmp_path / "long.nc"
-    job = client.job_for([str(plain["archive"])], plain["run"], out, steps=20000, device="cpu")
+    job = client.job_for([str(plain["archive"])], unbounded, out, steps=20000, device="cpu")
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     conn.connect(str(server.path))
     conn.sendall((json.dumps({"version": protocol.PROTOCOL, "stforecast": client.__version__,
@@ -232,6 +245,102 @@ def test_malformed_jobs_are_refused_one_by_one(server):
 
 def _job() -> dict:
     return client.job_for(["a.nc"], "run", "out.nc")
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"hello\n", b"\xff\xfe\n", b"42\n", b"[1]\n", b"null\n", b"[" * 100000 + b"\n"],
+)
+def test_a_request_that_is_not_json_is_refused_in_one_line(server, plain, tmp_path, capsys,
+                                                           payload):  # fmt: skip
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.connect(str(server.path))
+    conn.sendall(payload)
+    reply = json.loads(conn.makefile().readline())
+    conn.close()
+    assert reply["refused"].startswith("unreadable request: "), reply
+    (refused,) = [e for e in server.events if "refused" in e]
+    assert refused == {"job": None, "refused": reply["refused"]}
+    assert "\n" not in refused["refused"]
+    res = cli(*forecast_args(plain, "--steps", "2", "--out", str(tmp_path / "f.nc"),
+                             "--socket", str(server.path)))  # fmt: skip
+    assert res.exit_code == 0 and "on the server" in res.stderr  # and it still serves
+    assert "Traceback" not in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ bounds and age
+
+
+def test_a_job_past_its_time_limit_stops_and_the_server_goes_on(sock_dir, plain, unbounded,
+                                                                tmp_path):  # fmt: skip
+    running = Running(sock_dir / "s.sock", [unbounded], job_timeout=0.5)
+    try:
+        previous = forecast_file(tmp_path / "f.nc")
+        before = previous.read_bytes()
+        started = time.monotonic()
+        res = cli("forecast", str(plain["archive"]), "--model", str(unbounded), "--steps",
+                  "20000", "--out", str(previous), "--socket", str(running.path))  # fmt: skip
+        assert res.exit_code == 124, res.output
+        assert time.monotonic() - started < 30  # 20000 leads take minutes here
+        (line,) = res.stderr.strip().splitlines()
+        assert line == (
+            "error: the job ran longer than the server allows (job_timeout 0.5 s) and was "
+            "stopped; nothing was written (`stforecast serve --job-timeout` sets the limit)"
+        )
+        assert previous.read_bytes() == before
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["f.nc"]  # no .lock, no .tmp
+        res = cli("forecast", str(plain["archive"]), "--model", str(unbounded), "--steps", "2",
+                  "--out", str(tmp_path / "g.nc"), "--socket", str(running.path))  # fmt: skip
+        assert res.exit_code == 0, res.output
+        assert [j["exit_code"] for j in running.jobs()] == [124, 0]
+    finally:
+        running.stop()
+
+
+def test_time_limit_of_run_job(plain, unbounded, tmp_path):
+    job = client.job_for([str(plain["archive"])], unbounded, tmp_path / "f.nc", steps=20000)
+    code, error, summary = service.run_job(job, service.ModelCache(), lambda e: None,
+                                           time_limit=0.2)  # fmt: skip
+    assert code == TimeLimitError.exit_code == 124 and "(job_timeout 0.2 s)" in error
+    assert summary is None and list(tmp_path.iterdir()) == []
+    job = client.job_for([str(plain["archive"])], unbounded, tmp_path / "f.nc", steps=2)
+    code, error, summary = service.run_job(job, service.ModelCache(), lambda e: None,
+                                           time_limit=60)  # fmt: skip
+    assert code == 0 and (tmp_path / "f.nc").is_file()
+
+
+def test_serve_job_timeout_must_be_positive(sock_dir):
+    res = cli("serve", "--socket", str(sock_dir / "s.sock"), "--job-timeout", "-1")
+    assert res.exit_code == 2 and not (sock_dir / "s.sock").exists()
+    with pytest.raises(ConfigError, match="job_timeout"):
+        service.serve(sock_dir / "s.sock", job_timeout=0)
+
+
+def test_too_many_leads_are_refused_by_the_server_at_once(server, plain, tmp_path):
+    res = cli(*forecast_args(plain, "--steps", "10000000", "--out", str(tmp_path / "f.nc"),
+                             "--socket", str(server.path)))  # fmt: skip
+    assert res.exit_code == 2, res.output
+    (line,) = res.stderr.strip().splitlines()
+    assert "max_hours = 24 h" in line and "recipe.toml" in line
+    assert server.jobs()[-1]["exit_code"] == 2 and list(tmp_path.iterdir()) == []
+
+
+def test_the_input_age_through_the_server(server, plain, tmp_path):
+    previous = forecast_file(tmp_path / "f.nc")
+    before = previous.read_bytes()
+    res = cli(*forecast_args(plain, "--steps", "2", "--out", str(previous), "--max-age", "PT1H",
+                             "--socket", str(server.path)))  # fmt: skip
+    assert res.exit_code == 3, res.output
+    (line,) = res.stderr.strip().splitlines()
+    assert "more than max_input_age PT1H" in line and previous.read_bytes() == before
+    res = cli(*forecast_args(plain, "--steps", "2", "--out", str(previous), "--log-json",
+                             "--reference-time", "2024-01-01T12:20Z",
+                             "--socket", str(server.path)))  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert res.stderr.startswith("warning: the newest input frame (2024-01-01T11:50:00Z) is PT30M")
+    read = next(json.loads(x) for x in res.stdout.splitlines() if '"read"' in x)
+    assert read["stale"] is True and read["input_age_seconds"] == 1800.0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.nc"]
 
 
 # ------------------------------------------------------------------------------ fallback
@@ -305,7 +414,8 @@ def test_a_replaced_model_is_reloaded(sock_dir, plain, longer, tmp_path):
             return xr.load_dataset(tmp_path / name)["rainrate"].values
 
         before = remote("a.nc")
-        for name in ("model.json", "model.safetensors", "recipe.toml"):
+        for name in ("model.json", "model.safetensors", "checkpoints/best.safetensors",
+                     "recipe.toml"):  # fmt: skip
             shutil.copy(longer["run"] / name, run / name)  # retrained in place
         after = remote("b.nc")
     finally:
@@ -379,9 +489,11 @@ def test_serve_needs_a_socket():
     assert res.exit_code == 2 and "STFORECAST_SOCKET" in res.stderr
 
 
-def test_stopping_finishes_the_job_in_progress_and_hands_back_the_queue(sock_dir, plain, tmp_path):
-    running = Running(sock_dir / "s.sock", [plain["run"]])
-    first = client.job_for([str(plain["archive"])], plain["run"], tmp_path / "a.nc", steps=1500)
+def test_stopping_finishes_the_job_in_progress_and_hands_back_the_queue(
+    sock_dir, plain, unbounded, tmp_path
+):
+    running = Running(sock_dir / "s.sock", [unbounded])
+    first = client.job_for([str(plain["archive"])], unbounded, tmp_path / "a.nc", steps=1500)
     second = client.job_for([str(plain["archive"])], plain["run"], tmp_path / "b.nc", steps=2)
     results: dict[str, object] = {}
     started = threading.Event()

@@ -441,7 +441,8 @@ def test_progress_events(trained):
 
 def test_load_model_round_trip(trained):
     run = trained["run"]
-    net, card = load_model(run)
+    net, card = load_model(run, weights="final")
+    assert card["weights"]["loaded"]["name"] == "final"
     assert not net.training and card["architecture"]["name"] == "convlstm"
     state = load_checkpoint(run / "checkpoints" / "last.pt")
     assert state["step"] == 10
@@ -451,8 +452,15 @@ def test_load_model_round_trip(trained):
     x = torch.rand(2, T_IN, 1, SIZE, SIZE)
     with torch.no_grad():
         assert torch.equal(net(x, 4), ref(x, 4))
-    best, _ = load_model(run, best=True)
+    best, best_card = load_model(run, weights="best")
     assert best.config == net.config
+    # the run's own weights are the best validation's: what forecast, serve and export load
+    assert best_card["weights"]["selected"] == "best"
+    selected, card = load_model(run)
+    assert card["weights"]["loaded"] == best_card["weights"]["loaded"]
+    assert all(
+        torch.equal(a, b) for a, b in zip(selected.parameters(), best.parameters(), strict=True)
+    )
     import stforecast
 
     assert stforecast.load_model is load_model
@@ -463,11 +471,14 @@ def test_load_model_refuses_altered_weights(trained, tmp_path):
 
     run = tmp_path / "copy"
     shutil.copytree(trained["run"], run)
-    data = bytearray((run / "model.safetensors").read_bytes())
-    data[-1] ^= 0xFF
-    (run / "model.safetensors").write_bytes(bytes(data))
-    with pytest.raises(InputError, match="sha256"):
-        load_model(run)
+    for name in ("model.safetensors", "checkpoints/best.safetensors"):
+        data = bytearray((run / name).read_bytes())
+        data[-1] ^= 0xFF
+        (run / name).write_bytes(bytes(data))
+    with pytest.raises(InputError, match=r"model\.safetensors: sha256"):
+        load_model(run, weights="final")
+    with pytest.raises(InputError, match=r"best\.safetensors: sha256"):
+        load_model(run)  # the selected weights: the best validation's
     with pytest.raises(InputError, match="no model card"):
         load_model(tmp_path / "nothing")
 

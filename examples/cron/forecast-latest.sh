@@ -16,8 +16,10 @@
 # directory holding a month of frames costs no more than one holding an hour.
 #
 # Exit code: that of `stforecast forecast` (0 written, 1 bug, 2 usage, 3 input data, 4 input does
-# not fit the model, 5 another run holds the lock); this script's own errors: 2 bad usage,
-# 3 no such directory or no matching file. Needs GNU find, sort and tail (Linux).
+# not fit the model, 5 another run holds the lock, 124 a server job over its time limit, 130/143
+# stopped by SIGINT/SIGTERM: the command is exec'd, so signals reach it); this script's own
+# errors: 2 bad usage, 3 no such directory or no matching file. Needs GNU find, sort and tail
+# (Linux).
 #
 # Example (cron, every 10 minutes):
 #   forecast-latest.sh --count 12 --min-age 30 /data/radar -- --hours 2 --out /data/nowcasts/ --log-json

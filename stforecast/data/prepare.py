@@ -20,7 +20,9 @@ nothing behind and an existing store is only replaced (with `overwrite`) once th
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -45,7 +47,7 @@ from stforecast.data.windows import (
     timeline,
     window_starts,
 )
-from stforecast.errors import ConfigError, InputError
+from stforecast.errors import ConfigError, InputError, environment_error, writing
 from stforecast.io import open_frames
 from stforecast.io.sources import sha256
 
@@ -95,25 +97,47 @@ def prepare(
         )
 
     tmp = out.parent / f".{out.name}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)  # left by a killed run: ours, never the user's
-    try:
-        stats = _write(cfg, da, line, split_ids, transform, tmp, report)
-        manifest = _manifest(cfg, da, line, split_ids, starts, transform, channel_names, stats)
-        sources = da.attrs.get("sources", [])
-        manifest["sources"] = []
-        for i, path in enumerate(sources):
-            manifest["sources"].append(
-                {"path": str(path), "sha256": sha256(path), "bytes": Path(path).stat().st_size}
-            )
-            report("checksums", i + 1, len(sources))
-        zarr.consolidate_metadata(str(tmp))
-        write_manifest(tmp, manifest)
-        _replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    # Any OSError while writing (a read-only or full disk; zarr's may name no file) is the
+    # store's: the sources' read errors are InputErrors already (`io.frames`, `sha256`).
+    with writing(out, "write the store"):
+        if tmp.exists():
+            shutil.rmtree(tmp)  # left by a killed run: ours, never the user's
+        try:
+            stats = _write(cfg, da, line, split_ids, transform, tmp, report)
+            manifest = _manifest(cfg, da, line, split_ids, starts, transform, channel_names, stats)
+            manifest["sources"] = _sources(da.attrs.get("sources", []), report)
+            zarr.consolidate_metadata(str(tmp))
+            write_manifest(tmp, manifest)
+            _replace(tmp, out)
+        except BaseException:
+            _discard(tmp)
+            raise
     return manifest
+
+
+def _sources(sources: list, report: Progress) -> list[dict[str, Any]]:
+    """Path, checksum and size of each source, for the manifest."""
+    entries = []
+    for i, path in enumerate(sources):
+        try:
+            size = Path(path).stat().st_size
+        except OSError as err:
+            raise environment_error(err, path, "read") from None
+        entries.append({"path": str(path), "sha256": sha256(path), "bytes": size})
+        report("checksums", i + 1, len(sources))
+    return entries
+
+
+def _discard(tmp: Path) -> None:
+    """Remove a failed store, for good. When one of zarr's concurrent writes fails (a full
+    disk), the others run on in its thread pool for a moment and may create files, even the
+    directory, after a first removal: remove again until it stays gone (a second at most)."""
+    for pause in (0.05, 0.15, 0.3, 0.5):
+        shutil.rmtree(tmp, ignore_errors=True)
+        time.sleep(pause)
+        if not os.path.lexists(tmp):
+            return
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _replace(tmp: Path, out: Path) -> None:
@@ -122,7 +146,11 @@ def _replace(tmp: Path, out: Path) -> None:
         old = out.parent / f".{out.name}.old"
         shutil.rmtree(old, ignore_errors=True)
         out.rename(old)
-        tmp.rename(out)
+        try:
+            tmp.rename(out)
+        except BaseException:
+            old.rename(out)  # the old store back in place
+            raise
         shutil.rmtree(old, ignore_errors=True)
     else:
         tmp.rename(out)

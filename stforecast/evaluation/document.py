@@ -111,7 +111,10 @@ def metrics_document(
         }
     )
     protocol.update({k: v for k, v in PYSTEPS_PROTOCOL.items() if k in scores})
+    from stforecast.rundir.load import loaded_weights
+
     card = run.card
+    weights = loaded_weights(card)
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -128,8 +131,8 @@ def metrics_document(
             "run": str(run.path) if run.path else None,
             "architecture": card["architecture"].get("name"),
             "parameters": card["architecture"].get("parameters"),
-            "weights_sha256": card["weights"].get("sha256"),
-            "weights": card["weights"].get("scored", "final"),
+            "weights_sha256": weights["sha256"],
+            "weights": weights["label"],
         },
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "software": f"stforecast {__version__}",

@@ -10,11 +10,12 @@ few sample panels are kept.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 from stforecast.config import EvaluateConfig, Recipe
-from stforecast.errors import InputError
+from stforecast.errors import InputError, writing
 from stforecast.evaluation.cases import Progress, choose_cases
 from stforecast.evaluation.document import lead_times, metrics_document
 from stforecast.evaluation.scoring import clip_range, score
@@ -31,19 +32,17 @@ def evaluate(
     every: int | None = None,
     steps: int | None = None,
     device: str = "auto",
-    best: bool = False,
+    weights: str = "selected",
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Score `model` (a run directory) and the baselines; write `metrics.json`, `report.html`,
-    `report.md` (and figures) into `out_dir`. Returns the metrics document. `best` scores the
-    weights of the best validation instead of the final ones.
+    `report.md` (and figures) into `out_dir`. Returns the metrics document. `weights`: the run's
+    selected weights (the best validation's, where it had a validation split), `best` or `final`.
 
     Data: `sources` (raw files) -> hindcast; else `recipe` (or the run's own recipe) -> its
     prepared store's test split (prepared into the cache from its sources if needed), or the
     Moving MNIST test set.
     """
-    from stforecast.evaluation.report import write_report
-    from stforecast.io.atomic import atomic_write_bytes
     from stforecast.rundir.load import run_recipe
 
     run_dir = Path(model)
@@ -51,7 +50,7 @@ def evaluate(
         raise InputError(f"{run_dir}: no such run directory (the output of `stforecast train`)")
     recipe = recipe or run_recipe(run_dir)
     opts = recipe.evaluate if recipe is not None else EvaluateConfig()
-    run = _scored_run(run_dir, device, best)
+    run = _scored_run(run_dir, device, weights)
     contract = run.contract
     mnist = contract.variable == "moving_mnist"
     skipped: list[dict[str, str]] = []
@@ -75,17 +74,32 @@ def evaluate(
     )  # fmt: skip
     if not step:
         doc["lead_unit"] = "frame (Moving MNIST has no time step; lead_minutes counts frames)"
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out / "metrics.json", json.dumps(doc, indent=1).encode())
-    write_report(
-        out,
+    _write(
+        Path(out_dir),
         doc,
         samples.panels(lead_minutes, contract.units),
         title=f"stforecast evaluation: {run_dir.name}",
         details=_details(run, doc),
     )
     return doc
+
+
+def _write(out: Path, doc: dict[str, Any], panels: Any, title: str, details: dict) -> None:
+    """`metrics.json` and the report into `out`. A failed write (a read-only or full disk) is a
+    `FileSystemError` naming `out`, and removes `out` when this call made it: no half report."""
+    from stforecast.evaluation.report import write_report
+    from stforecast.io.atomic import atomic_write_bytes
+
+    made = not out.exists()
+    try:
+        with writing(out, "write the evaluation"):
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(out / "metrics.json", json.dumps(doc, indent=1).encode())
+            write_report(out, doc, panels, title=title, details=details)
+    except BaseException:
+        if made:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
 
 
 def _details(run: Any, doc: dict[str, Any]) -> dict[str, str]:
@@ -101,21 +115,12 @@ def _details(run: Any, doc: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def _scored_run(run_dir: Path, device: str, best: bool) -> Any:
-    """The run as scored: the final weights, or the best validation ones (`best`), with the
-    card saying which (the card itself describes the final weights)."""
+def _scored_run(run_dir: Path, device: str, weights: str) -> Any:
+    """The run as scored, with the weights asked for (the run's selected ones by default); the
+    card says which were loaded."""
     from stforecast.devices import resolve_device
-    from stforecast.io.sources import sha256
     from stforecast.rundir.load import Run, load_model
 
     torch_device = resolve_device(device)
-    net, card = load_model(run_dir, best=best, device=torch_device)
-    if best:
-        step = (card.get("metrics", {}).get("best") or {}).get("step")
-        weights = {
-            **card["weights"],
-            "scored": f"best validation (step {step})",
-            "sha256": sha256(run_dir / card["weights"]["best"]),
-        }
-        card = {**card, "weights": weights}
+    net, card = load_model(run_dir, weights=weights, device=torch_device)
     return Run(net, card, run_dir, torch_device)

@@ -73,9 +73,12 @@ def job_for(
     steps: int | None = None,
     hours: float | None = None,
     device: str = "auto",
+    max_input_age: float | str | None = None,
+    now: str | None = None,
 ) -> dict[str, Any]:
     """A job with every path made absolute here, where the user typed it (the server's working
-    directory is not the caller's); globs stay globs and a trailing `/` on `out` is kept."""
+    directory is not the caller's); globs stay globs and a trailing `/` on `out` is kept.
+    `max_input_age` and `now` are those of `forecast_to_file` (`now` as ISO 8601 text)."""
     out_text = os.fspath(out)
     out_abs = os.path.abspath(out_text)
     if out_text.endswith(("/", os.sep)) and not out_abs.endswith(os.sep):
@@ -88,4 +91,6 @@ def job_for(
         "steps": steps,
         "hours": hours,
         "device": device,
+        "max_input_age": max_input_age,
+        "now": now,
     }

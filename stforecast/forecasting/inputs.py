@@ -8,6 +8,7 @@ processing (units, crop, coarsen, resize) as the training frames did.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -15,22 +16,25 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from stforecast.config import data_config
+from stforecast.config import as_utc, data_config
 from stforecast.data import units
 from stforecast.data.contract import DataContract
 from stforecast.data.resample import grid_frames
 from stforecast.data.windows import fmt
-from stforecast.errors import InputError, ModelMismatchError
+from stforecast.errors import ConfigError, InputError, ModelMismatchError
 from stforecast.io.sources import sha256
 from stforecast.io.times import iso_duration
 from stforecast.rundir.load import Run
 
 __all__ = [
     "Inputs",
+    "as_time",
     "check_grid",
     "checked_inputs",
     "expected_times",
     "frame_values",
+    "frames_until",
+    "input_age",
     "input_files",
     "processing_config",
     "select_frames",
@@ -137,6 +141,63 @@ def fill_in_time(values: np.ndarray, have: np.ndarray, wanted: np.ndarray) -> np
     return ((1 - w) * values[lo] + w * values[hi]).astype(np.float32)
 
 
+def as_time(value: str | dt.datetime | np.datetime64) -> np.datetime64:
+    """A time as UTC `datetime64[s]`: ISO 8601 text (`2026-12-01T12:00Z`; no zone is UTC), a
+    datetime (naive is UTC) or a datetime64; anything else is a `ConfigError`."""
+    if isinstance(value, np.datetime64):
+        return value.astype("datetime64[s]")
+    if isinstance(value, str):
+        text = value.strip()
+        try:  # Python 3.10's fromisoformat does not read a trailing Z
+            value = dt.datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in "Zz" else text)
+        except ValueError:
+            raise ConfigError(
+                f"the reference time {text!r} is not an ISO 8601 time such as 2026-12-01T12:00Z"
+            ) from None
+    if not isinstance(value, dt.datetime):
+        raise ConfigError(f"the reference time must be a time, got {value!r}")
+    return np.datetime64(as_utc(value).replace(microsecond=0), "s")
+
+
+def frames_until(da: xr.DataArray, reference: np.datetime64) -> xr.DataArray:
+    """The frames valid at or before `reference`: a forecast for a given time (a hindcast, a
+    late cron run) uses nothing that came after it."""
+    times = da["time"].values
+    keep = np.flatnonzero(times <= reference)
+    if keep.size == 0:
+        first = f"; the first is at {fmt(times.min())}" if times.size else ""
+        raise InputError(f"no input frame at or before the reference time {fmt(reference)}{first}")
+    return da if keep.size == times.size else da.isel(time=keep)
+
+
+def input_age(
+    newest: np.datetime64,
+    step: int,
+    *,
+    reference: np.datetime64 | None = None,
+    max_age: float | None = None,
+) -> tuple[float, str | None]:
+    """How old the newest frame is, in seconds, relative to `reference` (the expected reference
+    time) or else the wall clock, and a warning when it is a time step old or more (the frame
+    of the reference time is missing). Older than `max_age` seconds is an `InputError` (exit
+    3): an operational forecast must not present a stalled feed's last frame as new."""
+    now = as_time(dt.datetime.now(dt.timezone.utc)) if reference is None else reference
+    age = float((now - newest) / np.timedelta64(1, "s"))
+    than = f"the reference time {fmt(now)}" if reference is not None else f"now ({fmt(now)})"
+    old = f"the newest input frame ({fmt(newest)}) is {iso_duration(round(max(age, 0)))} older"
+    if max_age is not None and age > max_age:
+        raise InputError(
+            f"{old} than {than}, more than max_input_age {iso_duration(round(max_age))}: the "
+            "feed is late or has stopped"
+        )
+    if age < step:
+        return age, None
+    return age, (
+        f"{old} than {than}, at least one time step ({iso_duration(step)}): later frames are "
+        "late or missing"
+    )
+
+
 def check_grid(da: xr.DataArray, contract: DataContract) -> None:
     """CRS and grid spacing must be the model's; the extent may differ (tiles cover it)."""
     import pyproj
@@ -144,14 +205,15 @@ def check_grid(da: xr.DataArray, contract: DataContract) -> None:
     grid = contract.grid
     mine, theirs = da.attrs.get("crs_wkt", ""), grid.crs_wkt
     if bool(mine) != bool(theirs):
-        has = "has" if mine else "has no"
         raise ModelMismatchError(
-            f"the input {has} a CRS and the model's grid {'has none' if mine else 'has one'}"
+            "the input has a CRS but the model's grid has none"
+            if mine
+            else "the input has no CRS but the model's grid has one"
         )
     if mine and theirs:
         a, b = pyproj.CRS.from_wkt(mine), pyproj.CRS.from_wkt(theirs)
         if not a.equals(b, ignore_axis_order=True):
-            raise ModelMismatchError(f"CRS differs: input {a.name!r}, model {b.name!r}")
+            raise ModelMismatchError(crs_difference(a, b))
     t_in, t_model = da.attrs.get("transform") or [], grid.transform
     if len(t_in) == 6 and len(t_model) == 6:
         for k, axis in ((0, "x"), (4, "y")):
@@ -161,6 +223,57 @@ def check_grid(da: xr.DataArray, contract: DataContract) -> None:
                     f"{abs(t_model[k]):g} (after the card's processing: "
                     f"{contract.processing.to_dict()})"
                 )
+
+
+def crs_difference(a: Any, b: Any) -> str:
+    """What tells two pyproj CRSs apart (`a` the input's, `b` the model's), in one line: their
+    EPSG codes, else their names, else the kind, projection method, first parameter, datum or
+    ellipsoid that differs, else the first place their WKTs differ. GDAL names many custom
+    projections "undefined", so the names alone often read the same."""
+    codes = a.to_epsg(), b.to_epsg()
+    if codes != (None, None) and codes[0] != codes[1]:
+        return f"CRS differs: input {_crs_label(a, codes[0])}, model {_crs_label(b, codes[1])}"
+    if a.name != b.name and not {a.name.lower(), b.name.lower()} & {"undefined", "unknown"}:
+        return f"CRS differs: input {a.name!r}, model {b.name!r}"
+    for what, mine, theirs in _crs_parts(a, b):
+        if mine != theirs:
+            return f"CRS differs in {what}: input {mine}, model {theirs}"
+    wa, wb = a.to_wkt(), b.to_wkt()
+    at = next((i for i, (x, y) in enumerate(zip(wa, wb, strict=False)) if x != y), 0)
+    start, end = max(at - 30, 0), at + 30
+    return f"CRS differs in its WKT: input ...{wa[start:end]}..., model ...{wb[start:end]}..."
+
+
+def _crs_label(crs: Any, code: int | None) -> str:
+    return f"EPSG:{code}" if code is not None else f"{crs.name!r} (no EPSG code)"
+
+
+def _crs_parts(a: Any, b: Any) -> list[tuple[str, str, str]]:
+    """Comparable parts of two CRSs, coarse to fine: `(what, the input's, the model's)`."""
+    parts = [("kind", _crs_kind(a), _crs_kind(b))]
+    op_a, op_b = a.coordinate_operation, b.coordinate_operation
+    if op_a is not None and op_b is not None:
+        parts.append(("projection", repr(op_a.method_name), repr(op_b.method_name)))
+        theirs = {q.name: q for q in op_b.params}
+        for p in op_a.params:
+            q = theirs.get(p.name)
+            if q is not None and not math.isclose(p.value, q.value, rel_tol=1e-9, abs_tol=1e-12):
+                parts.append((p.name, f"{p.value:g} {p.unit_name}", f"{q.value:g} {q.unit_name}"))
+    parts.append(("datum", repr(_name(a.datum)), repr(_name(b.datum))))
+    ell_a, ell_b = a.ellipsoid, b.ellipsoid
+    if ell_a is not None and ell_b is not None:
+        for what in ("semi_major_metre", "inverse_flattening"):
+            parts.append((f"ellipsoid {what}", f"{getattr(ell_a, what):g}",
+                          f"{getattr(ell_b, what):g}"))  # fmt: skip
+    return parts
+
+
+def _name(part: Any) -> str | None:
+    return getattr(part, "name", None)
+
+
+def _crs_kind(crs: Any) -> str:
+    return "projected" if crs.is_projected else "geographic" if crs.is_geographic else crs.type_name
 
 
 def _check_units(source_units: str, contract: DataContract, step: int) -> None:

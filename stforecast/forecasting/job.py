@@ -20,7 +20,9 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
+from pydantic import ValidationError
 
+from stforecast.config import ForecastConfig
 from stforecast.errors import (
     CancelledError,
     ConfigError,
@@ -28,11 +30,12 @@ from stforecast.errors import (
     MissingVariableError,
     ModelMismatchError,
 )
-from stforecast.forecasting.plan import plan
+from stforecast.forecasting.plan import Plan, plan
 from stforecast.io.times import iso_duration
 from stforecast.rundir.load import Run, load_run
 
 Log = Callable[[dict[str, Any]], None]
+Cancel = threading.Event | Callable[[], bool]  # set (or returning True): stop, write nothing
 
 __all__ = ["forecast_to_file", "output_name"]
 
@@ -63,15 +66,20 @@ def forecast_to_file(
     hours: float | None = None,
     device: str = "auto",
     log: Log | None = None,
-    cancel: threading.Event | None = None,
+    cancel: Cancel | None = None,
+    max_input_age: float | str | None = None,
+    now: Any = None,
 ) -> dict[str, Any]:
     """Read, check, run, and write atomically under a lock.
 
     `out` is a file, or a directory (existing, or ending in `/`) that gets `output_name`. What
     is at the output file may be replaced only if it is a stforecast forecast (a symbolic link
-    to one is followed): anything else is a `ConfigError` before any work. Setting `cancel`
-    (another thread: the forecast server when its client hangs up) stops the job at the next
-    lead time with `CancelledError`, and nothing is written.
+    to one is followed): anything else is a `ConfigError` before any work. `cancel` (a
+    `threading.Event` that another thread sets, as the forecast server does when its client
+    hangs up, or a callable returning True, as the command line's signal flag) is checked after
+    reading, between lead times and once more just before the file is committed: once set, the
+    job stops with `CancelledError` and nothing is written. `max_input_age` (seconds, ISO 8601)
+    replaces the run's; `now` is the expected reference time (`plan.plan`).
     Returns a summary (output path, timings per stage, peak memory, inputs).
     """
     from stforecast.io.lock import output_lock
@@ -93,17 +101,11 @@ def forecast_to_file(
     t1 = time.perf_counter()
     frames = _open(sources, run)
     t_open = time.perf_counter() - t1
-    the_plan = plan(frames, run, steps=steps, hours=hours)
-    emit(
-        {
-            "stage": "read",
-            "duration_s": time.perf_counter() - t1,
-            "peak_mb": _peak_mb(),
-            "input_files": the_plan.inputs,
-            "reference_time": the_plan.info["reference_time"],
-        }
-    )
+    limit = _age_limit(run, max_input_age)
+    the_plan = plan(frames, run, steps=steps, hours=hours, now=now, max_input_age=limit)
+    emit({"stage": "read", "duration_s": time.perf_counter() - t1, **_read(the_plan)})
     path = _output_file(out, directory, the_plan.template, fmt_name)
+    _check(cancel)
 
     t2 = time.perf_counter()
     leads = the_plan.leads if cancel is None else _unless(cancel, the_plan.leads)
@@ -129,7 +131,33 @@ def forecast_to_file(
         "timings_s": timings,
         "peak_mb": _peak_mb(),
         "input_files": the_plan.inputs,
+        **{k: the_plan.info[k] for k in _AGE},
     }
+
+
+_AGE = ("input_age_seconds", "stale", "warnings")  # how old the newest input frame is
+
+
+def _read(the_plan: Plan) -> dict[str, Any]:
+    """What the `read` stage logs: peak memory, inputs, reference time, the newest input's age."""
+    return {
+        "peak_mb": _peak_mb(),
+        "input_files": the_plan.inputs,
+        "reference_time": the_plan.info["reference_time"],
+        **{k: the_plan.info[k] for k in _AGE},
+    }
+
+
+def _age_limit(run: Run, max_input_age: float | str | None) -> float | None:
+    """The oldest the newest input frame may be, in seconds: `max_input_age` (validated as in a
+    recipe) when given, else the run's `[forecast] max_input_age`."""
+    if max_input_age is None:
+        return run.options.max_input_age
+    try:
+        return ForecastConfig(max_input_age=max_input_age).max_input_age
+    except ValidationError as err:
+        message = err.errors()[0]["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"max_input_age: {message}") from None
 
 
 def _open(sources: list[str], run: Run) -> xr.DataArray:
@@ -166,13 +194,18 @@ def _output_file(out: Path, directory: bool, template: xr.Dataset, fmt_name: str
     return replaceable(out)
 
 
-def _unless(cancel: threading.Event, leads: Iterator[Any]) -> Iterator[Any]:
+def _unless(cancel: Cancel, leads: Iterator[Any]) -> Iterator[Any]:
+    """`leads`, checking `cancel` after each one and after the last: the writer asks for one
+    more lead before it closes and commits the file, so a late cancel still writes nothing."""
     for lead in leads:
-        if cancel.is_set():
-            raise CancelledError(
-                "the job was cancelled (its client went away); nothing was written"
-            )
+        _check(cancel)
         yield lead
+    _check(cancel)
+
+
+def _check(cancel: Cancel | None) -> None:
+    if cancel is not None and (cancel.is_set() if hasattr(cancel, "is_set") else cancel()):
+        raise CancelledError("the job was cancelled; nothing was written")
 
 
 def _peak_mb() -> float:

@@ -31,10 +31,18 @@ from stforecast.data import transforms
 from stforecast.data.contract import Transform
 from stforecast.data.windows import fmt
 from stforecast.errors import ConfigError
-from stforecast.forecasting.inputs import checked_inputs, frame_values, input_files
+from stforecast.forecasting.inputs import (
+    as_time,
+    checked_inputs,
+    frame_values,
+    frames_until,
+    input_age,
+    input_files,
+)
 from stforecast.forecasting.template import forecast_template
 from stforecast.forecasting.tiling import predict, tile_for
 from stforecast.io.times import iso_duration
+from stforecast.rundir.layout import RECIPE
 from stforecast.rundir.load import Run, as_run
 
 __all__ = ["Plan", "card_transform", "forecast", "lead_steps", "materialise", "plan"]
@@ -61,15 +69,30 @@ def plan(
     device: str = "auto",
     options: ForecastConfig | None = None,
     checksums: bool = True,
+    now: Any = None,
+    max_input_age: float | None = None,
 ) -> Plan:
-    """Check, prepare and normalise the inputs; set up the rollout (run lazily by `leads`)."""
+    """Check, prepare and normalise the inputs; set up the rollout (run lazily by `leads`).
+
+    `now` is the expected reference time (ISO 8601 text, a datetime or a datetime64; default:
+    the wall clock): frames after it are not used, and the newest frame's age is measured from
+    it (`info`'s `input_age_seconds` and `stale`). A newest frame older than `max_input_age`
+    seconds is an `InputError`; the forecast job passes the recipe's, an analysis none."""
     run = as_run(model, device)
     opts = options or run.options
     contract = run.contract
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    steps = lead_steps(run, steps=steps, hours=hours if hours is not None else opts.hours)
+    steps = lead_steps(
+        run, steps=steps, hours=hours if hours is not None else opts.hours, max_hours=opts.max_hours
+    )
+    reference = None if now is None else as_time(now)
+    if reference is not None:
+        frames = frames_until(frames, reference)
     inputs = checked_inputs(frames, run, opts.allow_missing_frames)
+    age, warning = input_age(
+        inputs.wanted[-1], run.step, reference=reference, max_age=max_input_age
+    )
     da = inputs.frames
     tile = tile_for(run.net, (da.sizes["y"], da.sizes["x"]))
     values = frame_values(inputs, run.input_frames)
@@ -107,21 +130,35 @@ def plan(
         "grid": [int(da.sizes["y"]), int(da.sizes["x"])],
         "device": str(run.device),
         "filled_frames": int(run.input_frames - da.sizes["time"]),
+        "input_age_seconds": round(age, 3),
+        "stale": warning is not None,
+        "warnings": [] if warning is None else [warning],
     }
     return Plan(template, leads(), [i["path"] for i in files], timings, info)
 
 
-def lead_steps(run: Run, *, steps: int | None = None, hours: float | None = None) -> int:
-    """Lead times to forecast: `steps`, else `hours` at the model's step, else its horizon."""
+def lead_steps(
+    run: Run,
+    *,
+    steps: int | None = None,
+    hours: float | None = None,
+    max_hours: float | None = None,
+) -> int:
+    """Lead times to forecast: `steps`, else `hours` at the model's step, else its horizon.
+    More than `max_hours` (default: the run's `[forecast] max_hours`) is a `ConfigError` before
+    anything runs: a slip of the finger must not hold the output's lock for hours."""
     if steps is not None and hours is not None:
         raise ConfigError("give hours or steps, not both")
+    limit = run.options.max_hours if max_hours is None else max_hours
     if steps is not None:
         if steps < 1:
             raise ConfigError(f"steps must be at least 1, got {steps}")
+        _within_limit(run, steps * run.step, limit, f"{steps} steps of {iso_duration(run.step)}")
         return int(steps)
     if hours is not None:
         if not hours > 0:
             raise ConfigError(f"hours must be positive, got {hours}")
+        _within_limit(run, hours * 3600, limit, f"{hours:g} hours")
         n = hours * 3600 / run.step
         if not math.isclose(n, round(n), abs_tol=1e-9) or round(n) < 1:
             raise ConfigError(
@@ -130,6 +167,18 @@ def lead_steps(run: Run, *, steps: int | None = None, hours: float | None = None
             )
         return round(n)
     return run.contract.output_frames
+
+
+def _within_limit(run: Run, seconds: float, max_hours: float, asked: str) -> None:
+    """Refuse lead times beyond `max_hours`, unless within the model's own horizon."""
+    horizon = run.contract.output_frames * run.step
+    if seconds <= max(max_hours * 3600, horizon):
+        return
+    where = f"{run.path / RECIPE}" if run.path is not None else "the run's recipe"
+    raise ConfigError(
+        f"{asked} is more than the longest lead time allowed, max_hours = {max_hours:g} h; "
+        f"forecast less, or raise max_hours in the [forecast] section of {where}"
+    )
 
 
 def card_transform(entry: Transform, channels: int):

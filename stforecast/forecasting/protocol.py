@@ -24,7 +24,7 @@ from typing import Any
 
 from stforecast.errors import ConfigError
 
-PROTOCOL = 1
+PROTOCOL = 2  # 2: jobs carry max_input_age and now
 MAX_LINE = 1 << 20  # a job names files; a megabyte of JSON is far beyond any real one
 JOB_FIELDS = {
     "sources": list,
@@ -34,6 +34,8 @@ JOB_FIELDS = {
     "steps": (int, type(None)),
     "hours": (int, float, type(None)),
     "device": str,
+    "max_input_age": (int, float, str, type(None)),
+    "now": (str, type(None)),
 }
 
 Event = Callable[[dict[str, Any]], None]
@@ -59,7 +61,8 @@ def send(sock: socket.socket, message: dict[str, Any]) -> None:
 
 
 def lines(sock: socket.socket) -> Iterator[dict[str, Any]]:
-    """JSON objects, one per line, until the peer closes."""
+    """JSON objects, one per line, until the peer closes; anything else is a `ValueError` with
+    a one-line reason (`parse`)."""
     buffer = b""
     while True:
         chunk = sock.recv(65536)
@@ -69,9 +72,25 @@ def lines(sock: socket.socket) -> Iterator[dict[str, Any]]:
         while b"\n" in buffer:
             line, buffer = buffer.split(b"\n", 1)
             if line.strip():
-                yield json.loads(line)
+                yield parse(line)
         if len(buffer) > MAX_LINE:
             raise ValueError("a message longer than 1 MB")
+
+
+def parse(line: bytes) -> dict[str, Any]:
+    """One message: a JSON object. Not UTF-8, not JSON, nested too deep or not an object is a
+    `ValueError` saying which in one line (the server logs it and goes on serving)."""
+    try:
+        message = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8 text") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"not JSON ({err.msg} at character {err.pos})") from None
+    except RecursionError:
+        raise ValueError("JSON nested too deep") from None
+    if not isinstance(message, dict):
+        raise ValueError(f"a JSON {type(message).__name__}, not an object")
+    return message
 
 
 def check_job(message: Any) -> dict[str, Any]:

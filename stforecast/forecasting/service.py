@@ -9,7 +9,9 @@ thread (see `Server`); a server job and an in-process run for the same output st
 lock (exit 5).
 
 A client that hangs up (killed by `timeout`) cancels its job between two lead times; nothing is
-written, as when an in-process run is killed.
+written, as when an in-process run is killed. A job still running after `job_timeout` seconds is
+stopped the same way, with `TimeLimitError` (exit 124), so one client cannot hold the server.
+A request that is not a JSON object is refused in one log line.
 
 This module imports only the standard library at the top; the server imports the engine when it
 starts.
@@ -37,8 +39,17 @@ from pathlib import Path
 from typing import Any
 
 from stforecast import __version__
-from stforecast.errors import CancelledError, ConfigError, LockHeldError, exit_status, is_bug
+from stforecast.errors import (
+    CancelledError,
+    ConfigError,
+    LockHeldError,
+    TimeLimitError,
+    exit_status,
+    is_bug,
+)
 from stforecast.forecasting.protocol import PROTOCOL, Event, check_job, lines, send, trusted
+
+JOB_TIMEOUT = 300.0  # seconds a job may run (`serve`'s default): minutes of leads on a CPU
 
 
 class ModelCache:
@@ -52,10 +63,10 @@ class ModelCache:
 
     @staticmethod
     def _stamp(run_dir: Path) -> tuple:
-        from stforecast.rundir.layout import CARD, RECIPE, WEIGHTS
+        from stforecast.rundir.layout import BEST, CARD, CHECKPOINTS, RECIPE, WEIGHTS
 
         stamp = []
-        for name in (CARD, WEIGHTS, RECIPE):
+        for name in (CARD, WEIGHTS, f"{CHECKPOINTS}/{BEST}", RECIPE):
             try:
                 st = os.stat(run_dir / name)
                 stamp.append((name, st.st_mtime_ns, st.st_size, st.st_ino))
@@ -119,8 +130,9 @@ class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
     daemon_threads = True
 
-    def __init__(self, path: Path, log: Event) -> None:
+    def __init__(self, path: Path, log: Event, job_timeout: float | None = JOB_TIMEOUT) -> None:
         self.log = log
+        self.job_timeout = job_timeout
         self.queue: queue.Queue[_Job] = queue.Queue()
         self.stopping = threading.Event()  # no new jobs
         self.closed = threading.Event()  # no job runs any more
@@ -137,8 +149,11 @@ class _Handler(socketserver.BaseRequestHandler):
             return
         try:
             message = next(lines(sock), None)
-        except (OSError, ValueError) as err:
+        except OSError as err:
             self.server.log({"job": None, "refused": f"unreadable request: {err}"})
+            return
+        except ValueError as err:  # not a JSON object: one log line, and the peer is told
+            self._refuse(f"unreadable request: {err}")
             return
         if message is None:
             return
@@ -219,17 +234,34 @@ def _work(server: Server, models: ModelCache) -> None:
         if item.cancel.is_set():  # its client left while it waited
             item.result = (CancelledError.exit_code, "cancelled before it started", None)
         else:
-            item.result = run_job(item.job, models, item.emit, item.cancel)
+            item.result = run_job(item.job, models, item.emit, item.cancel, server.job_timeout)
         item.done.set()
 
 
 def run_job(
-    job: dict[str, Any], models: ModelCache, emit: Event, cancel: threading.Event | None = None
+    job: dict[str, Any],
+    models: ModelCache,
+    emit: Event,
+    cancel: threading.Event | None = None,
+    time_limit: float | None = None,
 ) -> tuple[int, str | None, dict[str, Any] | None]:
     """One forecast job: `(exit_code, error, summary)`, every failure mapped to its exit code
-    as the CLI maps it in-process."""
+    as the CLI maps it in-process. After `time_limit` seconds the job is cancelled through the
+    same hook as a client that hangs up (between two lead times, nothing written) and fails
+    with `TimeLimitError`."""
     from stforecast.forecasting.job import forecast_to_file
 
+    cancel = cancel if cancel is not None else threading.Event()
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        cancel.set()
+
+    timer = None if time_limit is None else threading.Timer(time_limit, expire)
+    if timer is not None:
+        timer.daemon = True
+        timer.start()
     try:
         t0 = time.perf_counter()
         run = models.get(job["model"], job["device"])
@@ -244,15 +276,25 @@ def run_job(
             device=job["device"],
             log=emit,
             cancel=cancel,
+            max_input_age=job["max_input_age"],
+            now=job["now"],
         )
         summary["timings_s"]["load_model"] += loaded
         return 0, None, summary
     except Exception as err:
+        if isinstance(err, CancelledError) and expired.is_set():
+            err = TimeLimitError(
+                f"the job ran longer than the server allows (job_timeout {time_limit:g} s) and "
+                "was stopped; nothing was written"
+            )
         code, message = exit_status(err)
         if is_bug(err):  # the job fails with exit 1, the server keeps serving
             sys.stderr.write("".join(traceback.format_exception(err)))
             message += " (a bug; see the server's log)"
         return code, message, None
+    finally:
+        if timer is not None:
+            timer.cancel()
 
 
 def _claim(path: Path) -> None:
@@ -287,11 +329,15 @@ def serve(
     device: str = "auto",
     log: Event | None = None,
     ready: Callable[[], None] | None = None,
+    job_timeout: float | None = JOB_TIMEOUT,
 ) -> None:
     """Serve forecast jobs on `socket_path` until SIGTERM or SIGINT (main thread) or until
     `stop_server` is called; the job in progress finishes first. Jobs run on the calling thread.
     `models` are loaded before the socket opens, so a bad run fails at start (exit 3/4) rather
-    than at the first job."""
+    than at the first job. A job running longer than `job_timeout` seconds (None: no limit) is
+    stopped before anything is written (exit 124)."""
+    if job_timeout is not None and not job_timeout > 0:
+        raise ConfigError(f"job_timeout must be positive seconds, got {job_timeout}")
     import gc
 
     import stforecast.forecasting.job  # noqa: F401  (every library a job needs, loaded now)
@@ -307,7 +353,7 @@ def serve(
     _claim(path)
     old_umask = os.umask(0o177)  # the socket is created rw for its owner only
     try:
-        server = Server(path, emit)
+        server = Server(path, emit, job_timeout)
     except OSError as err:
         if err.errno == errno.EADDRINUSE:
             raise LockHeldError(f"another server listens on {path}") from err

@@ -22,7 +22,7 @@ from stforecast.data.windows import fmt
 from stforecast.io import cf
 from stforecast.io.grid import geotransform, pixel_space
 from stforecast.io.times import iso_duration
-from stforecast.rundir.load import Run
+from stforecast.rundir.load import Run, loaded_weights
 
 __all__ = ["forecast_template", "provenance"]
 
@@ -147,11 +147,13 @@ def _global_attrs(
 def provenance(run: Run, inputs: list[dict[str, Any]], now: dt.datetime) -> dict[str, Any]:
     """Which model (run, weights, card), recipe, inputs and software made the forecast."""
     card = run.card
+    weights = loaded_weights(card)
     prov = {
         "model": {
             "run": str(run.path) if run.path else None,
             "architecture": card["architecture"].get("name", "model"),
-            "weights_sha256": card["weights"].get("sha256"),
+            "weights": weights["label"],
+            "weights_sha256": weights["sha256"],
             "card_created": card.get("created"),
         },
         "recipe_sha256": run.recipe_sha256,

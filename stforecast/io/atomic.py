@@ -83,29 +83,57 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = ".tmp") -> Iterator[
     by `remove_stale_temps` only with the default `.tmp`).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path), suffix=suffix)
+    with _naming(path):
+        _make_parent(path.parent)
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path), suffix=suffix)
     os.close(fd)
     tmp = Path(name)
     try:
         yield tmp
-        fsync_file(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600
-        os.replace(tmp, path)
+        with _naming(path):
+            fsync_file(tmp)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600
+            os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    fsync_dir(path.parent)
+    with _naming(path):
+        fsync_dir(path.parent)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write `data` to `path` atomically (see `atomic_path`)."""
-    with atomic_path(path) as tmp:
+    """Write `data` to `path` atomically (see `atomic_path`); an OSError names `path`."""
+    with atomic_path(path) as tmp, _naming(Path(path)):
         tmp.write_bytes(data)
     return Path(path)
+
+
+def _make_parent(directory: Path) -> None:
+    """Make missing folders; a file in the way is ENOTDIR (mkdir says 'File exists')."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as err:
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), err.filename) from None
+
+
+@contextlib.contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """Have an OSError of our own steps name `path` when the OS named no file (a write on a full
+    disk) or only the temporary one: the message, and `errors.exit_status`, then say which
+    output failed. It stays an OSError of the same errno (callers and tests catch those)."""
+    try:
+        yield
+    except OSError as err:
+        name = err.filename
+        temporary = isinstance(name, (str, bytes, os.PathLike)) and Path(
+            os.fsdecode(name)
+        ).name.startswith(temp_prefix(path))
+        if err.errno is None or (name is not None and not temporary):
+            raise  # no errno to keep, or it names a file already (a parent directory, say)
+        raise OSError(err.errno, err.strerror, os.fspath(path)) from err
 
 
 def remove_stale_temps(path: str | os.PathLike[str]) -> list[Path]:

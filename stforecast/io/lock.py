@@ -25,7 +25,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from stforecast.errors import LockHeldError
+from stforecast.errors import LockHeldError, writing
 from stforecast.io.atomic import host
 
 __all__ = ["lock_path", "output_lock"]
@@ -51,8 +51,9 @@ def output_lock(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     path = Path(path)
     lockfile = lock_path(path)
-    lockfile.parent.mkdir(parents=True, exist_ok=True)
-    fd = _acquire(path, lockfile)
+    with writing(path, "write the forecast"):  # read-only, full, /proc: exit 3 naming the output
+        lockfile.parent.mkdir(parents=True, exist_ok=True)
+        fd = _acquire(path, lockfile)
     try:
         _write_owner(fd)
         yield lockfile

@@ -62,7 +62,7 @@ from typing import Any
 
 import numpy as np
 
-from stforecast.errors import ConfigError, InputError
+from stforecast.errors import ConfigError, write_failure
 from stforecast.io.atomic import atomic_path, remove_stale_temps
 from stforecast.io.geotiff_write import GeoTIFFWriter
 from stforecast.io.layout import check_lead, layout
@@ -157,8 +157,7 @@ class _Blame:
     def __exit__(self, kind: type | None, err: BaseException | None, tb: Any) -> bool:
         if err is None or err is self.theirs_error or not isinstance(err, _library_errors()):
             return False
-        reason = getattr(err, "strerror", None) or " ".join(str(err).split())
-        raise InputError(f"{self.path}: cannot write the forecast ({reason})") from err
+        raise write_failure(err, self.path, "write the forecast") from err
 
 
 def _library_errors() -> tuple[type[BaseException], ...]:

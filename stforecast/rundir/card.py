@@ -27,6 +27,19 @@ from stforecast.rundir.layout import CARD, WEIGHTS, write_json
 FORMAT = "stforecast-model-card"
 VERSION = 1
 ARCHITECTURE_KEY = "stforecast.architecture"
+WEIGHT_CHOICES = ("selected", "best", "final")
+
+
+def selected_by(select: str) -> str:
+    """What `train.select` means, for the card."""
+    if select == "loss":
+        return "lowest validation loss (the recipe's train.loss on the validation split)"
+    kind, threshold, *scale = select.split("_")
+    if kind == "csi":
+        return f"highest validation CSI at {threshold} data units ({select})"
+    return f"highest validation FSS at {threshold} data units and {scale[0]} pixels ({select})"
+
+
 # What every card has, and the kind of each (a missing or malformed one is named, exit 4).
 REQUIRED = {"architecture": dict, "input": dict, "weights": dict}
 ARCHITECTURE_FIELDS = {
@@ -80,8 +93,10 @@ def build_card(
     best_weights: str | None,
     training: dict[str, Any],
     metrics: dict[str, Any],
+    best_sha256: str | None = None,
 ) -> dict[str, Any]:
-    """The card's content; `data` is the `TrainingData` the run used."""
+    """The card's content; `data` is the `TrainingData` the run used. The run's weights are
+    the best validation's when there are any (`weights.selected`), else the final ones."""
     contract = data.contract.replace(
         channels=int(data.in_channels),
         frame_size=tuple(int(s) for s in data.frame_size),
@@ -99,6 +114,11 @@ def build_card(
             "format": "safetensors",
             "sha256": weights_sha256,
             "best": best_weights,
+            "best_sha256": best_sha256 if best_weights else None,
+            "selected": "best" if best_weights else "final",
+            "selected_by": selected_by(recipe.train.select)
+            if best_weights
+            else "no validation split: the last step",
         },
         "hyperparameters": recipe.train.model_dump(mode="json"),
         "training": {**training, "data_checksums": list(getattr(data, "checksums", []) or [])},

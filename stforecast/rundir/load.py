@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,9 +19,14 @@ from stforecast import models
 from stforecast.config import ForecastConfig, load_recipe
 from stforecast.data.contract import DataContract
 from stforecast.devices import resolve_device
-from stforecast.errors import ConfigError, InputError, ModelMismatchError
+from stforecast.errors import ConfigError, InputError, ModelMismatchError, environment_error
 from stforecast.io.sources import sha256
-from stforecast.rundir.card import parameter_count, read_card, weights_architecture
+from stforecast.rundir.card import (
+    WEIGHT_CHOICES,
+    parameter_count,
+    read_card,
+    weights_architecture,
+)
 from stforecast.rundir.layout import BEST, CHECKPOINTS, RECIPE, WEIGHTS
 
 __all__ = [
@@ -29,6 +36,7 @@ __all__ = [
     "check_contract",
     "load_model",
     "load_run",
+    "loaded_weights",
     "run_recipe",
 ]
 
@@ -55,23 +63,26 @@ def build_from_card(card: dict[str, Any], device: Any = "cpu") -> models.Sequenc
 
 
 def load_model(
-    run_dir: str | Path, *, best: bool = False, device: Any = "cpu"
+    run_dir: str | Path, *, weights: str = "selected", device: Any = "cpu"
 ) -> tuple[models.SequenceModel, dict[str, Any]]:
     """A trained model in eval mode and its card: `model, card = load_model("runs/radar")`.
 
-    `best=True` loads the weights of the best validation (`checkpoints/best.safetensors`)
-    instead of the final ones. The final weights are checked against the card's sha256.
+    `weights`: `selected` (the run's weights: the best validation's when the run had a
+    validation split, see the card's `weights.selected`), `best` or `final`. The file is checked
+    against the card's sha256, and `card["weights"]["loaded"]` says which weights were loaded.
     """
     run_dir = Path(run_dir)
     card = read_card(run_dir)
-    path = run_dir / (f"{CHECKPOINTS}/{BEST}" if best else WEIGHTS)
+    name, rel, expected = _weights_file(card, weights, run_dir)
+    path = run_dir / rel
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         raise InputError(f"{path}: weights missing from the run directory") from None
-    expected = None if best else card["weights"].get("sha256")
-    if expected and hashlib.sha256(data).hexdigest() != expected:
+    sha = hashlib.sha256(data).hexdigest()
+    if expected and sha != expected:
         raise InputError(f"{path}: sha256 differs from the model card; the weights were altered")
+    card["weights"]["loaded"] = {"name": name, "file": rel, "sha256": sha}
     net = build_from_card(card, device)
     _check_architecture(card, data, path)
     try:
@@ -85,6 +96,34 @@ def load_model(
     if expected_count is not None and parameter_count(net) != expected_count:
         raise ModelMismatchError(f"{path}: parameter count differs from the model card")
     return net.to(device).eval(), card
+
+
+def loaded_weights(card: dict[str, Any]) -> dict[str, Any]:
+    """Which weights a loaded card's model has: `{"name", "label", "sha256"}`; the label says it
+    in words (`best validation (step 500)`, `final (step 3000)`) for metrics and provenance."""
+    entry = card.get("weights") or {}
+    loaded = entry.get("loaded") or {"name": "final", "sha256": entry.get("sha256")}
+    metrics = card.get("metrics") or {}
+    if loaded["name"] == "best":
+        step = (metrics.get("best") or {}).get("step")
+        label = f"best validation (step {step})"
+    else:
+        step = (card.get("training") or {}).get("steps")
+        label = "final" if step is None else f"final (step {step})"
+    return {"name": loaded["name"], "label": label, "sha256": loaded.get("sha256")}
+
+
+def _weights_file(card: dict[str, Any], weights: str, where: Path) -> tuple[str, str, str | None]:
+    """(which weights, file relative to the run, expected sha256) for a `weights` choice."""
+    if weights not in WEIGHT_CHOICES:
+        raise ConfigError(f"weights must be one of {', '.join(WEIGHT_CHOICES)}, got {weights!r}")
+    entry = card["weights"]
+    name = entry.get("selected", "final") if weights == "selected" else weights
+    if name == "best":
+        if not entry.get("best"):
+            raise InputError(f"{where}: has no best weights (the run had no validation split)")
+        return "best", f"{CHECKPOINTS}/{BEST}", entry.get("best_sha256")
+    return "final", str(entry.get("file") or WEIGHTS), entry.get("sha256")
 
 
 def _first_line(err: BaseException) -> str:
@@ -158,13 +197,19 @@ class Run:
         return self.contract.input_frames
 
 
-def load_run(run_dir: str | Path, *, device: str = "auto", best: bool = False) -> Run:
+def load_run(run_dir: str | Path, *, device: str = "auto", weights: str = "selected") -> Run:
     """Load a run directory for forecasting; refuses runs without a data contract."""
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
+    try:
+        is_dir = stat.S_ISDIR(os.stat(run_dir).st_mode)
+    except FileNotFoundError:
+        is_dir = False
+    except OSError as err:  # a symbolic link loop, a name too long, ...
+        raise environment_error(err, run_dir, "open the run directory") from None
+    if not is_dir:
         raise InputError(f"{run_dir}: no such run directory (the output of `stforecast train`)")
     torch_device = resolve_device(device)
-    net, card = load_model(run_dir, best=best, device=torch_device)
+    net, card = load_model(run_dir, weights=weights, device=torch_device)
     check_contract(card, run_dir)
     own = run_recipe(run_dir)
     if own is None:

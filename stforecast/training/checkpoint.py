@@ -30,12 +30,14 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from stforecast.errors import InputError
+from stforecast.errors import InputError, environment_error, writing
 from stforecast.io.atomic import atomic_path
 
 FORMAT = "stforecast-checkpoint"
@@ -56,22 +58,28 @@ def remove_stale(directory: Path) -> list[Path]:
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:
     """Atomically save a checkpoint dict (see the module docstring for its keys)."""
     state = {"format": FORMAT, "version": VERSION, **state}
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+    with writing(path, "write the checkpoint"), atomic_path(path) as tmp, open(tmp, "wb") as fh:
         torch.save(state, fh)
     return Path(path)
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a checkpoint on the CPU with `weights_only=True`; any problem is an `InputError`."""
+    """Read a checkpoint on the CPU with `weights_only=True`; any problem is an `InputError`,
+    one line: torch's warnings about a foreign pickle are silenced (the error says it all), and
+    such a file is refused, never unpickled."""
     path = Path(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"torch(\.|$)")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise InputError(f"{path}: no such checkpoint") from None
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if isinstance(err, OSError) and err.errno is not None:  # the file system's, not the file's
+            raise environment_error(err, path, "read the checkpoint") from None
         raise InputError(
-            f"{path}: not a readable stforecast checkpoint (loaded with weights_only=True): {first}"
+            f"{path}: not a readable stforecast checkpoint (loaded with weights_only=True): "
+            f"{_why(err)}"
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise InputError(f"{path}: not an stforecast checkpoint")
@@ -81,3 +89,17 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"(this stforecast reads version {VERSION})"
         )
     return state
+
+
+def _why(err: BaseException) -> str:
+    """torch's reason in a few words: its weights-only message is a page of advice on how to
+    unpickle the file anyway (with terminal escapes), which a checkpoint of ours never needs."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))
+    if isinstance(err, pickle.UnpicklingError):
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        if found:
+            return f"it holds a Python object ({found.group(1)}), which is never unpickled"
+        if "Weights only load failed" in text:
+            return "not tensors and plain values: refused, never unpickled"
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[0].split(". ")[0] if lines else type(err).__name__  # its first sentence

@@ -9,7 +9,9 @@ multiple of `val_every`, `log_every`, `checkpoint_every` (in that order), and at
 Stopping: at `max_steps`; at `max_time` seconds of this session (so a job that must end before a
 cluster's wall-clock limit can set it, then `--resume` in the next job); or after `early_stopping`
 validations without a lower validation loss. The end of a run always writes a checkpoint, the
-final weights and the model card. A run resumed from its checkpoint continues exactly: data order,
+final weights and the model card. When the caller's `stop()` says so (the command line on SIGINT
+or SIGTERM), the run stops after the step in progress with a checkpoint only, for a resume, and
+raises `StoppedError`. A run resumed from its checkpoint continues exactly: data order,
 sampling masks and learning rates are functions of (seed, epoch, step), and the checkpoint holds
 everything else (see `checkpoint.py`).
 
@@ -36,7 +38,7 @@ import torch
 
 from stforecast.config import Recipe
 from stforecast.devices import describe_device
-from stforecast.errors import ConfigError, InputError
+from stforecast.errors import ConfigError, InputError, StoppedError
 from stforecast.models.memory import TooLargeError, check_fits, meta_build, training_bytes
 from stforecast.models.registry import build_from_config
 from stforecast.training import distributed, outputs, sampling, seeding
@@ -45,7 +47,7 @@ from stforecast.training.checkpoint import load_checkpoint, save_checkpoint
 from stforecast.training.metrics_log import MetricsLog, utc_now
 from stforecast.training.running_loss import RunningLoss, TrainingError
 from stforecast.training.schedules import learning_rate
-from stforecast.training.selection import Selection
+from stforecast.training.selection import Selection, selection_event
 from stforecast.training.step import Stepper
 
 if TYPE_CHECKING:
@@ -91,8 +93,10 @@ class Trainer:
         ctx: distributed.Context,
         device: torch.device,
         progress: Progress | None,
+        stop: Callable[[], bool] | None = None,
     ) -> None:
         self.recipe, self.cfg = recipe, recipe.train
+        self.stop = stop  # polled between steps (rank 0 decides)
         self.run_dir, self.data, self.ctx, self.device = run_dir, data, ctx, device
         self.progress = progress if ctx.main else None
         cfg = self.cfg
@@ -129,6 +133,7 @@ class Trainer:
             output_frames=output_frames,
             autocast=self.stepper.autocast,
             run_dir=run_dir,
+            event=selection_event(cfg.select, data.contract),
         )
         self.log = MetricsLog(run_dir, enabled=False, tensorboard=False)  # opened by `run`
         # the position in the run, saved in checkpoints
@@ -277,11 +282,20 @@ class Trainer:
                 self.after_step(session, loss, lr, eta, eta_in)
         finally:
             self._epoch_batches = None  # let the loader's workers go
+        if stopped == "stopped":  # asked to: resumable as after any step, no final outputs
+            self.save_checkpoint(session.elapsed(self.elapsed_before))
+            self.ctx.barrier()  # no rank ends (and makes torchrun stop the others) before it
+            raise StoppedError(
+                f"training stopped after step {self.step} of {self.cfg.max_steps}; "
+                f"{self.checkpoint_path} holds it: resume to continue"
+            )
         return self.wind_up(session, stopped)
 
     def stop_reason(self, session: _Session) -> str | None:
         """Why the run stops before the next step, or None to go on."""
         cfg = self.cfg
+        if self.stop is not None and self.ctx.agree(self.stop(), self.device):
+            return "stopped"
         if self.step >= cfg.max_steps:
             return "max_steps"
         if session.patience is not None and self.selection.stale >= session.patience:
@@ -465,16 +479,18 @@ def train(
     data: TrainingData,
     resume: bool = False,
     progress: Progress | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """Train `recipe`'s model on `data` into `run_dir`; returns a summary dict.
 
     `resume=True` continues from `run_dir/checkpoints/last.pt` when it exists (exactly: same
     weights as an uninterrupted run in deterministic mode), and starts afresh otherwise; without
     it, a run directory that already holds a checkpoint is refused. Under `torchrun` each process
-    calls this; rank 0 writes the files and reports progress.
+    calls this; rank 0 writes the files and reports progress. `stop` is polled before each step:
+    once it returns True the run checkpoints and raises `StoppedError` (resume to go on).
     """
     cfg = recipe.train
     run_dir = Path(run_dir)
     ctx, device = distributed.setup(cfg.device)
     with seeding.deterministic_mode(cfg.deterministic):
-        return Trainer(recipe, run_dir, data, ctx, device, progress).run(resume)
+        return Trainer(recipe, run_dir, data, ctx, device, progress, stop).run(resume)

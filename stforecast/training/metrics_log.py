@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from stforecast.errors import writing
 from stforecast.io.atomic import atomic_write_bytes
 from stforecast.rundir.layout import METRICS, TENSORBOARD, dumps_json
 
@@ -53,7 +54,7 @@ class MetricsLog:
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        with open(self.path, "a") as fh:
+        with writing(self.path, "write the metrics"), open(self.path, "a") as fh:
             fh.write(dumps_json(record) + "\n")
             fh.flush()
         if self.writer is not None:

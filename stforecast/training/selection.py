@@ -1,6 +1,7 @@
 """Validation during a run and what it selects: the best weights so far, saved whenever the
-validation loss improves, and the count of validations without improvement that early stopping
-reads. Its state (`best`, `stale`, `last_validation`) goes into every checkpoint.
+selection score improves (`train.select`: the validation loss, or a CSI or FSS at a threshold),
+and the count of validations without improvement that early stopping reads. Its state (`best`,
+`stale`, `last_validation`) goes into every checkpoint.
 """
 
 from __future__ import annotations
@@ -18,7 +19,24 @@ from stforecast.models import SequenceModel
 from stforecast.training import outputs
 from stforecast.training.distributed import Context
 from stforecast.training.metrics_log import MetricsLog, utc_now
-from stforecast.training.validation import validate
+from stforecast.training.validation import Event, validate
+
+
+def selection_event(select: str, contract: Any) -> Event | None:
+    """The event score `train.select` names (None for the loss), its threshold carried into
+    the model's units by the data contract's transform (increasing, so events are the same)."""
+    if select == "loss":
+        return None
+    import numpy as np
+
+    from stforecast.data import transforms
+
+    kind, threshold, *scale = select.split("_")
+    entry = contract.transform
+    params = entry.per_channel(1)[0]
+    transform, _ = transforms.from_dict({**entry.to_dict(), "params": params})
+    level = float(np.asarray(transform.forward(np.array([float(threshold)]), params))[0])
+    return Event(select, level, int(scale[0]) if kind == "fss" else None)
 
 
 class Selection:
@@ -36,10 +54,12 @@ class Selection:
         output_frames: int,
         autocast: Callable[[], contextlib.AbstractContextManager],
         run_dir: Path,
+        event: Event | None = None,
     ) -> None:
         self.net, self.validation, self.cfg = net, validation, cfg
         self.ctx, self.device, self.autocast = ctx, device, autocast
         self.output_frames, self.run_dir = output_frames, run_dir
+        self.event = event
         self.best: dict[str, Any] | None = None
         self.stale = 0
         self.last: dict[str, Any] | None = None
@@ -65,8 +85,19 @@ class Selection:
             max_batches=self.cfg.val_batches,
             num_workers=self.cfg.num_workers,
             autocast=self.autocast,
+            event=self.event,
         )
         return None if metrics is None else {"step": step, **metrics}
+
+    def _improved(self, metrics: dict[str, Any]) -> bool:
+        """Lower loss, or a higher event score (an undefined one, no event anywhere, never
+        improves on a defined one)."""
+        if self.best is None:
+            return True
+        if self.event is None:
+            return metrics["loss"] < self.best["loss"]
+        new, old = metrics.get(self.event.name), self.best.get("score")
+        return new is not None and (old is None or new > old)
 
     def scheduled(self, step: int, epoch: int, log: MetricsLog) -> dict[str, Any] | None:
         """A validation every `val_every` steps: keeps the best weights, counts the stale ones,
@@ -74,9 +105,10 @@ class Selection:
         metrics = self.score(step)
         if metrics is None:
             return None
-        improved = self.best is None or metrics["loss"] < self.best["loss"]
+        improved = self._improved(metrics)
         if improved:
-            self.best = {"loss": metrics["loss"], "step": step, "metrics": metrics}
+            score = metrics["loss"] if self.event is None else metrics.get(self.event.name)
+            self.best = {"loss": metrics["loss"], "score": score, "step": step, "metrics": metrics}
             self.stale = 0
             if self.ctx.main:
                 outputs.save_best(self.run_dir, self.net, step, metrics["loss"])

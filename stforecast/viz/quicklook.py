@@ -31,13 +31,20 @@ import datetime as dt
 import math
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
-from stforecast.errors import ConfigError, InputError, MissingVariableError
+from stforecast.errors import (
+    ConfigError,
+    InputError,
+    MissingVariableError,
+    environment_error,
+    writing,
+)
 from stforecast.io.atomic import atomic_path
 from stforecast.viz.palette import Scale, map_scale
 
@@ -61,15 +68,15 @@ def open_forecast(path: str | os.PathLike[str]) -> xr.Dataset:
     The values are read into memory and the file is closed. A missing or unreadable file raises
     `InputError` (exit 3)."""
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file (a forecast NetCDF or GeoTIFF)")
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory, expected a forecast NetCDF or GeoTIFF file")
-    try:
+    try:  # os.stat, not Path.exists(), which calls a symbolic link loop absent
+        if stat.S_ISDIR(os.stat(path).st_mode):
+            raise InputError(f"{path}: is a directory, expected a forecast NetCDF or GeoTIFF file")
         with open(path, "rb") as f:
             magic = f.read(8)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file (a forecast NetCDF or GeoTIFF)") from None
     except OSError as err:
-        raise InputError(f"{path}: cannot be read ({err.strerror or err})") from None
+        raise environment_error(err, path, "read") from None
     if magic.startswith(_TIFF_MAGIC):
         return _open_geotiff(path)
     if magic.startswith(_NETCDF_MAGIC):
@@ -312,7 +319,7 @@ def quicklook(
     heading = name if reference is None else f"{name} from {_time_text(reference)}"
     extent, origin = _extent(da)
     draw = _gif if suffix == ".gif" else _png
-    with atomic_path(path, suffix=path.suffix) as tmp:
+    with writing(path, "write the image"), atomic_path(path, suffix=path.suffix) as tmp:
         draw(tmp, style, frames, heading, extent, origin)
     return path
 

@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from stforecast.errors import ConfigError, InputError
+from stforecast.errors import ConfigError, InputError, write_failure
 
 
 def exists_error(path: Path) -> ConfigError:
@@ -23,8 +23,8 @@ def write_file(
     """Have `write(tmp)` write a temporary file beside `path`, then move it into place.
 
     A directory at `path` is an `InputError`, an existing file a `ConfigError` unless
-    `overwrite`; missing parent folders are made; a failed write (a full disk) is an `InputError`
-    and leaves neither a partial file nor a temporary one.
+    `overwrite`; missing parent folders are made; a failed write (a full or read-only disk) is
+    an `InputError` (`FileSystemError`) and leaves neither a partial file nor a temporary one.
     """
     # Imported here: `stforecast.io` loads the readers (xarray), which `import
     # stforecast.data.synthetic` should not pay for.
@@ -38,6 +38,6 @@ def write_file(
     try:
         with atomic_path(path) as tmp:
             write(tmp)
-    except OSError as err:
-        raise InputError(f"{path}: cannot write ({err.strerror or err})") from None
+    except (OSError, RuntimeError) as err:  # netCDF4 reports a full disk as "NetCDF: HDF error"
+        raise write_failure(err, path) from None
     return path
