@@ -81,21 +81,33 @@ def test_a_run_keeps_the_weights_with_the_best_score(tmp_path):
     weights are those of the validation with the highest one, and the card says why."""
     import json
 
-    from runs import make_run, read_metrics
-
     from stforecast.config import Recipe
     from stforecast.rundir.load import load_model
     from stforecast.training import build_datasets, train
+
+    from runs import make_run, read_metrics
 
     base = make_run(tmp_path / "base", steps=1)
     recipe = Recipe.model_validate(
         {
             "data": {"store": str(base["store"])},
-            "model": {"name": "convlstm", "patch_size": 2, "hidden_channels": [8],
-                      "kernel_size": 3},  # fmt: skip
-            "train": {"batch_size": 2, "max_steps": 6, "val_every": 1, "val_batches": 2,
-                      "checkpoint_every": 6, "device": "cpu", "tensorboard": False,
-                      "lr": 0.01, "select": "fss_0.5_3"},  # fmt: skip
+            "model": {
+                "name": "convlstm",
+                "patch_size": 2,
+                "hidden_channels": [8],
+                "kernel_size": 3,
+            },  # fmt: skip
+            "train": {
+                "batch_size": 2,
+                "max_steps": 6,
+                "val_every": 1,
+                "val_batches": 2,
+                "checkpoint_every": 6,
+                "device": "cpu",
+                "tensorboard": False,
+                "lr": 0.01,
+                "select": "fss_0.5_3",
+            },  # fmt: skip
         }
     )
     run = tmp_path / "run"
