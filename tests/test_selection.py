@@ -96,7 +96,7 @@ def test_a_run_keeps_the_weights_with_the_best_score(tmp_path):
                 "patch_size": 2,
                 "hidden_channels": [8],
                 "kernel_size": 3,
-            },  # fmt: skip
+            },
             "train": {
                 "batch_size": 2,
                 "max_steps": 6,
@@ -107,7 +107,7 @@ def test_a_run_keeps_the_weights_with_the_best_score(tmp_path):
                 "tensorboard": False,
                 "lr": 0.01,
                 "select": "fss_0.5_3",
-            },  # fmt: skip
+            },
         }
     )
     run = tmp_path / "run"
