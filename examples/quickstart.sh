@@ -21,8 +21,10 @@ rm -rf "$work/run" "$work/forecasts" "$work/evaluation"
 "$stf" train "$recipe" --set "data.store=$work/prepared" --set "data.sources=[]" \
     --out "$work/run" "${train_args[@]}"
 mkdir -p "$work/forecasts"
+# The archive ends 2024-01-02T23:50Z: forecast as if that were now (a live feed would leave
+# --reference-time out, and a late feed would be reported).
 forecast=$("$stf" forecast "$work/rain_cells.nc" --hours 1 --model "$work/run" \
-    --out "$work/forecasts/")
+    --reference-time 2024-01-02T23:50Z --out "$work/forecasts/")
 "$stf" plot "$forecast" --out "$work/forecasts/forecast.gif" > /dev/null
 "$stf" evaluate --model "$work/run" --out "$work/evaluation"
 echo
