@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from stforecast.cli.errors import engine_errors, fail
-from stforecast.cli.signals import checked
+from stforecast.cli.signals import checked, deferred
 
 SHOWN = ("mse", "mse_pixel", "mae", "rmse", "ssim", "psnr", "csi_0.1", "csi_1.0", "csi_5.0",
          "fss_1.0_4")  # fmt: skip
@@ -124,7 +124,8 @@ def _sweep(out_dir: Path) -> None:
 
 
 def _run(model, out_dir, recipe, data, start, end, every, steps, device, weights, quiet):
-    from stforecast.evaluation.evaluate import evaluate as run
+    with deferred():  # a signal acts after the import (torch's C++ init aborts on one)
+        from stforecast.evaluation.evaluate import evaluate as run
 
     kwargs = dict(
         recipe=recipe, sources=data or None, start=start, end=end, every=every, steps=steps,

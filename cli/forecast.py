@@ -23,7 +23,7 @@ from typing import Annotated, Any
 import typer
 
 from stforecast.cli.errors import fail
-from stforecast.cli.signals import cancelled, check, outcome
+from stforecast.cli.signals import cancelled, check, deferred, outcome
 
 
 def _process_age() -> float | None:
@@ -125,8 +125,8 @@ def forecast(
             socket_path, sources, model, out, format_, steps, hours, device, emit,
             quiet or log_json, debug, freshness)  # fmt: skip
         if summary is None:
-            from stforecast.forecasting.job import forecast_to_file
-
+            with deferred():  # a signal acts after the import (torch's C++ init aborts on one)
+                from stforecast.forecasting.job import forecast_to_file
             emit({"stage": "import", "duration_s": time.perf_counter() - t_import})
             summary = forecast_to_file(sources, model, out, fmt_name=format_, steps=steps,
                                        hours=hours, device=device, log=emit, **freshness,

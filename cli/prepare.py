@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from stforecast.cli.errors import engine_errors, fail
-from stforecast.cli.signals import checked
+from stforecast.cli.signals import checked, deferred
 
 
 def prepare(
@@ -49,8 +49,9 @@ def prepare(
     Examples: stforecast prepare recipes/radar_nowcast.toml --out prepared/bom ·
     stforecast prepare 'radar/*.nc' --out prepared/radar --input-frames 6 --output-frames 6
     """
-    from stforecast.config import apply_overrides, data_config, recipe_table
-    from stforecast.data.prepare import prepare as run
+    with deferred():  # a signal acts after the imports (C extensions' callbacks abort on one)
+        from stforecast.config import apply_overrides, data_config, recipe_table
+        from stforecast.data.prepare import prepare as run
 
     flags = {
         "variable": (variable[0] if len(variable) == 1 else variable) if variable else None,

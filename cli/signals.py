@@ -7,13 +7,15 @@ could go on and exit 0. `install()` (called by `main()` only: a library's caller
 signals) makes each signal both
 
 - *raise* `Interrupted` (a KeyboardInterrupt: clean-up code such as the atomic writer's runs)
-  unless a command `deferred()` it (training stops at the end of a step instead), and
+  unless a command `deferred()` it (training stops at the end of a step instead; imports of
+  torch finish first), and
 - *recorded*: the engine's cancel and stop hooks (`cancelled`), the progress callbacks
   (`checked`) and `conclude` at the very end see it even when the exception was swallowed, so a
   run that received a signal never reports success, whatever happened afterwards.
 
 A second signal exits at once (`os._exit`, no clean-up): the way out of a clean-up that hangs.
-Once `conclude` has decided the exit code, any signal exits at once with its own code, and the
+After a signal, `conclude` ends the process at once, once the command has cleaned up. Without
+one, `conclude` decides the exit code, any later signal exits at once with its own code, and the
 process ends through `os._exit` after the atexit handlers, so a signal that arrives while the
 interpreter tears itself down (when Python code no longer runs) cannot be lost.
 """
@@ -116,9 +118,11 @@ def checked(progress: Callable[..., None] | None = None) -> Callable[..., None]:
 
 @contextlib.contextmanager
 def deferred() -> Iterator[None]:
-    """In the block a first signal is only recorded: the block polls `cancelled` and stops at a
-    safe point (training: after the current step, with a checkpoint). A signal recorded by the
-    end of a block that did not stop raises `Interrupted` there."""
+    """In the block a first signal is only recorded, for code that an exception raised at any
+    bytecode would break: a training step (the loop polls `cancelled` and stops after it, with a
+    checkpoint), or importing torch (an exception in a Python callback of its C++ start-up
+    aborts the process). A signal recorded by the end of a block that did not stop raises
+    `Interrupted` there."""
     _state.deferring += 1
     try:
         yield
@@ -138,12 +142,20 @@ def outcome() -> tuple[int, str] | None:
 
 def conclude(code: int) -> int:
     """The process's exit code: `code`, or the signal's when one was received (its line is
-    printed if nobody did). From now on a signal exits at once with its own code."""
+    printed if nobody did). From now on a signal exits at once with its own code.
+
+    After a signal the process ends here, at once: what matters (temporary files, locks) was
+    cleaned up while the exception unwound, and the interpreter's exit would wait for library
+    threads that the interruption may have left stuck (a lock taken by the interrupted frame
+    and never released)."""
     if _state.received is not None:
         code = exit_code(_state.received)
         if not _state.reported:
             _state.reported = True
             _say(f"error: {WORDS.get(_state.received, 'stopped by a signal')}")
+        _state.final = code
+        _flush()
+        os._exit(code)
     _state.final = code
     return code
 

@@ -85,8 +85,9 @@ def _train(cfg, run_dir: Path, resume: bool, quiet: bool) -> dict:
     (a signal mid-step would leave nothing consistent to save; a second one exits at once)."""
     from stforecast.cli import signals
     from stforecast.errors import StoppedError
-    from stforecast.training.datasets import build_datasets
 
+    with signals.deferred():  # a signal acts after the import (torch's C++ init aborts on one)
+        from stforecast.training.datasets import build_datasets
     data = build_datasets(cfg)
     try:
         with signals.deferred():

@@ -56,6 +56,16 @@ def catches(pid: int, sig: int) -> bool:
     return bool(int(mask, 16) >> (sig - 1) & 1)
 
 
+def exiting(pid: int) -> bool:
+    """Whether process `pid` is in the kernel's exit already (it called _exit, and is still
+    unmapping its memory): a signal it gets now does nothing, it ends with its own code."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return True
+    return fields[0] in "ZXx" or bool(int(fields[6]) & 0x4)  # PF_EXITING
+
+
 def signalled(
     args: list[str],
     sig: int | None,
@@ -92,10 +102,10 @@ def signalled(
                 ):
                     break
                 time.sleep(0.002)
-            if proc.poll() is None:
-                caught = catches(proc.pid, signal.SIGTERM)
-                sent = time.time_ns()
-                proc.send_signal(sig)
+            caught, ending = catches(proc.pid, signal.SIGTERM), exiting(proc.pid)
+            sent = time.time_ns()
+            proc.send_signal(sig)  # sent only if the process has not ended (it polls first)
+            sent = None if ending or proc.returncode is not None else sent
         rc = proc.wait(timeout)
     finally:
         if proc.poll() is None:
