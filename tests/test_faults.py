@@ -9,7 +9,7 @@ earlier output unchanged unless the new one was committed before the signal was 
 temporary file left after SIGINT/SIGTERM; after SIGKILL the next run sweeps what the killed one
 left and succeeds. A server whose client is killed cancels the job and keeps serving.
 
-The default run takes 3 moments per command (SIGINT, SIGTERM, SIGKILL in turn). `-m slow` takes
+The default run takes 3 moments per command (SIGINT, SIGTERM, SIGKILL in turn). `-m faults` takes
 30 moments per signal and command (SIGKILL: 10, its outcome owes nothing to our handlers; set
 STFORECAST_FAULT_MOMENTS to change both), one trained run for all, one process at a time.
 """
@@ -336,7 +336,7 @@ def test_signals_at_three_moments(name, world, tmp_path, request):
     cmd.recover()
 
 
-@pytest.mark.slow
+@pytest.mark.faults
 @pytest.mark.parametrize("sig", [INT, TERM, KILL], ids=["INT", "TERM", "KILL"])
 @pytest.mark.parametrize("name", COMMANDS)
 def test_signals_spread_over_the_run(name, sig, world, tmp_path, request):
