@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import dask.array
 import numpy as np
@@ -17,7 +16,7 @@ import xarray as xr
 from dask.base import tokenize
 
 from stforecast.errors import ConfigError, InputError, MissingVariableError
-from stforecast.io import netcdf
+from stforecast.io import formats
 from stforecast.io import sources as sources_mod
 from stforecast.io import times as t
 from stforecast.io.frames import FrameRef, FrameStack, ScannedFile, Variable
@@ -38,14 +37,18 @@ def open_frames(
     *,
     variable: str | Sequence[str] | None = None,
     time_pattern: str | None = None,
+    recursive: bool = False,
 ) -> xr.DataArray:
     """Open frame stacks lazily as a `(time, y, x)` DataArray, or `(time, channel, y, x)` when
     `variable` is a list of names.
 
     `sources`: files, directories or glob patterns (NetCDF with a time dimension or one frame per
-    file, multi-band GeoTIFF, one GeoTIFF per frame). `variable=None` takes the only data variable
-    with spatial dimensions (GeoTIFFs: `"band_data"`). `time_pattern` (strftime, e.g.
-    `"%Y%m%d%H%M"`) reads the time of single-frame files from their names instead of metadata.
+    file, multi-band GeoTIFF, one GeoTIFF per frame, ODIM_H5 one file per frame, GRIB and other
+    GDAL rasters, gzipped or not); `recursive` also searches the subdirectories of directories
+    (archives in `YYYY/MM/DD/` folders). `variable=None` takes the only data variable with
+    spatial dimensions (GeoTIFF, GRIB: `"band_data"`; ODIM: the quantity, e.g. `"DBZH"`).
+    `time_pattern` (strftime, e.g. `"%Y%m%d%H%M"`) reads the time of single-frame files from
+    their names instead of metadata.
 
     Only headers are read here; values are read per time step when computed. Values are float32
     with packing applied and missing values as NaN. Attributes: `units`, `long_name`,
@@ -56,9 +59,9 @@ def open_frames(
     names, channels = _requested(variable)
     if time_pattern is not None:
         t.pattern_regex(time_pattern)  # an unsupported directive fails before any file is read
-    paths = sources_mod.resolve(sources)
+    paths = sources_mod.resolve(sources, recursive=recursive)
     wanted = set(names) if names else None
-    scanned = [_scan(path, wanted, time_pattern) for path in paths]
+    scanned = [formats.scan(path, wanted, time_pattern) for path in paths]
     if names is None:
         names = [_only_candidate(scanned)]
     _check_present(scanned, names)
@@ -113,23 +116,12 @@ def _requested(variable: str | Sequence[str] | None) -> tuple[list[str] | None, 
     return names, True
 
 
-def _scan(path: Path, wanted: set[str] | None, time_pattern: str | None) -> ScannedFile:
-    kind = sources_mod.kind(path)
-    if kind is None:
-        raise InputError(f"{path}: neither NetCDF nor GeoTIFF (unknown signature and suffix)")
-    if kind == "geotiff":
-        from stforecast.io import geotiff  # rasterio and GDAL load only when a GeoTIFF is read
-
-        return geotiff.scan(path, wanted, time_pattern)
-    return netcdf.scan(path, wanted, time_pattern)
-
-
 def _only_candidate(scanned: list[ScannedFile]) -> str:
     found = list(dict.fromkeys(n for f in scanned for n in f.candidates))
     if not found:
         f = scanned[0]
         others = f", only: {', '.join(f.others)}" if f.others else ""
-        raise InputError(f"{f.path}: no data variable with (y, x) dimensions{others}")
+        raise InputError(f"{f.path}: {_as(f)}no data variable with (y, x) dimensions{others}")
     if len(found) > 1:
         raise InputError(
             f"several data variables in the sources: {', '.join(found)}; choose one with "
@@ -150,6 +142,9 @@ def _check_present(scanned: list[ScannedFile], names: list[str]) -> None:
                 f"{f.path}: variable {flat[0]!r} has no (y, x) dimensions; data variables: "
                 f"{available}"
             )
+        if not f.candidates:  # nothing to choose from: the input's fault, not the model's
+            only = f", only: {', '.join(f.others)}" if f.others else ""
+            raise InputError(f"{f.path}: {_as(f)}no data variable with (y, x) dimensions{only}")
         missing = repr(names[0]) if len(names) == 1 else f"among {', '.join(names)}"
         raise MissingVariableError(f"{f.path}: no variable {missing}; available: {available}")
     for name in names:
@@ -158,6 +153,11 @@ def _check_present(scanned: list[ScannedFile], names: list[str]) -> None:
             raise MissingVariableError(
                 f"variable {name!r} is in none of the sources; available: {', '.join(available)}"
             )
+
+
+def _as(f: ScannedFile) -> str:
+    """`"NetCDF: "`: which format an error is about, so an unreadable input says it."""
+    return f"{f.format}: " if f.format else ""
 
 
 def _common_grid(scanned: list[ScannedFile], names: list[str]) -> Grid:

@@ -25,7 +25,8 @@ class FrameRef:
     """Where one 2-D frame is stored: small and picklable, so it travels in dask graphs.
 
     `index` is reader-specific (NetCDF: the index per dimension, `None` on the spatial ones;
-    GeoTIFF: the 1-based band). `cached`: the file holds several frames, keep it open.
+    GDAL rasters: the 1-based band; ODIM: the HDF5 path of the data set). `cached`: the file
+    holds several frames, keep it open.
     """
 
     reader: Reader
@@ -64,12 +65,14 @@ class Variable:
 @dataclass
 class ScannedFile:
     """A file's header: every variable with spatial dimensions, the ones `variable=None` may pick
-    (`candidates`), and the others for error messages."""
+    (`candidates`), and the others for error messages; `format` names what the file was read as
+    (`NetCDF`, `GeoTIFF`, `GRIB`, `ODIM_H5/V2_3 COMP`, ...), so an error can say it."""
 
     path: str
     variables: dict[str, Variable]
     candidates: list[str]
     others: list[str] = field(default_factory=list)
+    format: str = ""
 
 
 class FrameStack:

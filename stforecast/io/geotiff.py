@@ -1,8 +1,10 @@
-"""GeoTIFF headers and frames through rasterio: one file per frame, or one band per frame.
+"""GeoTIFF, GRIB and any other raster GDAL opens, through rasterio: one file per frame, or one
+band per frame; gzip-compressed files (`.grib2.gz`, MRMS) through GDAL's `/vsigzip/`.
 
 Bands are always frames (never channels). The variable is named `band_data` (rioxarray's name):
 a GeoTIFF has no variable names, and a fixed name keeps `variable=None` and a recipe's explicit
-`variable = "band_data"` both working for every GeoTIFF.
+`variable = "band_data"` both working for every GeoTIFF. GRIB bands take their time from
+`GRIB_VALID_TIME` and their units from `GRIB_UNIT` (`io.grib`).
 
 Scaling comes from the band's GDAL scale/offset, else from `Gain`/`Offset` metadata items (FMI:
 `dBZ = 0.5 DN - 32`); missing values from the band's nodata, else a `Nodata` item. Other codes
@@ -24,6 +26,7 @@ from rasterio.windows import Window
 
 from stforecast.errors import InputError
 from stforecast.io import crs as crs_mod
+from stforecast.io import grib, sources
 from stforecast.io import times as t
 from stforecast.io.frames import FrameRef, ScannedFile, Variable
 from stforecast.io.grid import Grid
@@ -31,23 +34,42 @@ from stforecast.io.handles import HandleCache
 from stforecast.io.packing import Packing
 
 NAME = "band_data"
-HANDLES = HandleCache(rasterio.open, size=4)
+FORMATS = {"GTiff": "GeoTIFF", "COG": "GeoTIFF", "GRIB": "GRIB"}  # GDAL driver -> our label
+UNKNOWN = "neither NetCDF nor GeoTIFF, nor ODIM_H5, GRIB or another raster GDAL opens"
+
+
+def gdal_name(path: str | Path) -> str:
+    """The name GDAL opens: the file, or `/vsigzip/` + it for a gzip-compressed one."""
+    return f"/vsigzip/{path}" if sources.kind(Path(path)) == "gzip" else str(path)
+
+
+def _open(path: str) -> rasterio.io.DatasetReader:
+    return rasterio.open(gdal_name(path))
+
+
+HANDLES = HandleCache(_open, size=4)
 
 _ITEM = re.compile(r"<Item\b([^>]*)>(.*?)</Item>", re.DOTALL)
 _ATTR = re.compile(r'(\w+)\s*=\s*"([^"]*)"')
 
 
-def scan(path: Path, wanted: set[str] | None, time_pattern: str | None) -> ScannedFile:
-    """Describe the single variable of a GeoTIFF (bands as frames) without reading pixels."""
+def scan(
+    path: Path, wanted: set[str] | None, time_pattern: str | None, expected: str | None = "GeoTIFF"
+) -> ScannedFile:
+    """Describe the single variable of a raster (bands as frames) without reading pixels.
+    `expected`: the format the file's signature says (GeoTIFF, GRIB), None when it says none."""
     try:
-        with rasterio.open(path) as src:
+        with _open(str(path)) as src:
             header = _Header(src, path)
     except RasterioError as err:
         reason = " ".join(str(err).split())
-        raise InputError(f"{path}: not a readable GeoTIFF ({reason})") from err
+        if expected is None:
+            raise InputError(f"{path}: {UNKNOWN} ({sources.describe(path)})") from err
+        raise InputError(f"{path}: not a readable {expected} ({reason})") from err
+    label = header.label
     if wanted is not None and NAME not in wanted:
-        return ScannedFile(str(path), {}, [NAME])
-    return ScannedFile(str(path), {NAME: header.variable(time_pattern)}, [NAME])
+        return ScannedFile(str(path), {}, [NAME], format=label)
+    return ScannedFile(str(path), {NAME: header.variable(time_pattern)}, [NAME], format=label)
 
 
 def read(ref: FrameRef, ys: slice, xs: slice) -> np.ndarray:
@@ -58,7 +80,7 @@ def read(ref: FrameRef, ys: slice, xs: slice) -> np.ndarray:
         with HANDLES.use(ref.path) as src:
             raw = src.read(band, window=window)
     else:
-        with rasterio.open(ref.path) as src:
+        with _open(ref.path) as src:
             raw = src.read(band, window=window)
     return ref.packing.apply(raw)
 
@@ -83,7 +105,11 @@ class _Header:
         self.descriptions = list(src.descriptions)
         self.tags = src.tags()
         self.band_tags = [src.tags(b) for b in range(1, src.count + 1)]
-        _check_complete(src, path)
+        self.gzipped = src.name.startswith("/vsigzip/")
+        self.label = FORMATS.get(src.driver, f"{src.driver} raster (GDAL)")
+        self.label += " (gzip)" if self.gzipped else ""
+        if not self.gzipped:  # block offsets are those of the inflated stream
+            _check_complete(src, path)
         # Metadata items GDAL did not parse (FMI's raw GDAL_METADATA tag) beside those it did.
         items, band_items = _gdal_items(self.tags.get("GDAL_METADATA", ""))
         self.items = {**{k.lower(): (v, {}) for k, v in self.tags.items()}, **items}
@@ -135,6 +161,11 @@ class _Header:
         return Packing(scale=float(scale or 1.0), offset=float(offset or 0.0), fills=fills)
 
     def _attrs(self) -> dict[str, str]:
+        if grib.is_grib(self.band_tags[0] if self.band_tags else {}):
+            out = {"units": self.units[0] or grib.units(self.band_tags[0])}
+            if grib.long_name(self.band_tags[0]):
+                out["long_name"] = grib.long_name(self.band_tags[0])
+            return out
         lowered = {k.lower(): v for k, v in self.tags.items()}
         quantity = self.items.get("quantity")
         units = self.units[0] or (quantity[1].get("unit") if quantity else "") or ""
@@ -181,6 +212,9 @@ class _Header:
         return np.array(times, dtype="datetime64[ns]"), "band tags or descriptions"
 
     def _band_time(self, band: int) -> tuple[np.datetime64, str] | None:
+        valid = grib.valid_time(self.band_tags[band - 1])
+        if valid is not None:
+            return valid, f"band {band} GRIB_VALID_TIME"
         found = _first_time(self.band_items.get(band, {}))
         if found is not None:
             return found[0], f"band {band} metadata {found[1]!r}"

@@ -2,7 +2,8 @@
 
 One rule for NetCDF (`_FillValue`, `missing_value`, `valid_*`, `scale_factor`, `add_offset`,
 `_Unsigned`) and GeoTIFF (nodata, GDAL scale/offset or `Gain`/`Offset` metadata). Missing values
-are recognised on the raw numbers, before scaling, as CF and GDAL define them.
+are recognised on the raw numbers, before scaling, as CF and GDAL define them. Codes that stand
+for a value rather than for nothing (ODIM's `undetect`: "no echo", 0 mm/h) are `replace`d by it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class Packing:
     valid_min: float | None = None
     valid_max: float | None = None
     unsigned: bool = False
+    replace: tuple[tuple[float, float], ...] = ()  # (raw code, physical value); fills win
 
     def apply(self, raw: np.ndarray) -> np.ndarray:
         raw = np.asarray(raw)
@@ -43,6 +45,10 @@ class Packing:
         if self.offset != 0.0:
             data += self.offset
         data = data.astype(np.float32, copy=False)
+        for code, value in self.replace:
+            stored = _as_stored(code, raw.dtype)
+            if stored is not None:
+                data[raw == stored] = value
         if missing is not None:
             data[missing] = np.nan
         return data
