@@ -16,6 +16,7 @@ import argparse
 import numpy as np
 from scipy import ndimage as ndi
 
+from stforecast import motion
 from stforecast.data.resample import grid_frames
 from stforecast.evaluation import baselines
 from stforecast.forecasting.inputs import processing_config
@@ -52,11 +53,11 @@ def main() -> None:
         x, y = v[t0 - t_in + 1 : t0 + 1], v[t0 + 1 : t0 + 1 + steps]
         pers = baselines.persistence(x, steps)
         extr = baselines.extrapolation(x, steps)
-        flow = baselines.estimate_motion(x)
+        flow = motion.estimate_motion(x)
         speeds.append(float(np.hypot(*flow).mean()))
         cov = np.isfinite(x[-1])
         filled = np.where(cov, x[-1], np.nanmin(x[-1]))
-        for k, at in enumerate(baselines.departures(flow, steps)):
+        for k, at in enumerate(motion.departures(flow, steps)):
             inside = ndi.map_coordinates(cov.astype(float), at, order=0, cval=0.0) > 0
             nearest = ndi.map_coordinates(filled, at, order=0, cval=float(np.nanmin(x[-1])))
             m = cov & np.isfinite(y[k])

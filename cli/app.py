@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from stforecast import __version__
+from stforecast.cli.blend import blend
 from stforecast.cli.evaluate import evaluate
 from stforecast.cli.export import export
 from stforecast.cli.forecast import forecast
@@ -49,6 +50,7 @@ app.command("train")(train)
 app.command("forecast")(forecast)
 app.command("serve")(serve)
 app.command("evaluate")(evaluate)
+app.command("blend")(blend)
 app.command("export")(export)
 app.command("plot")(plot)
 app.command("models")(models)

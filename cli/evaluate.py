@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from stforecast.cli.errors import engine_errors, fail
-from stforecast.cli.signals import checked, deferred
+from stforecast.cli.signals import checked, deferred, sweep_own
 
 SHOWN = ("mse", "mse_pixel", "mae", "rmse", "ssim", "psnr", "csi_0.1", "csi_1.0", "csi_5.0",
          "fss_1.0_4")  # fmt: skip
@@ -67,6 +67,15 @@ def evaluate(
     steps: Annotated[
         int | None, typer.Option(help="Hindcast: lead times (default: the model's).")
     ] = None,
+    archive: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--archive",
+            help="Hindcast: what the DATA files do not say, as a [[data.archives]] field: "
+            "source_units=mm, pixel_size=1000, variable=band_data, crop_pixels=[r0,r1,c0,c1], "
+            "crop_bbox=[...] (repeatable; a model of data.spacing).",
+        ),
+    ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     weights: Annotated[
         str,
@@ -86,8 +95,11 @@ def evaluate(
     if model is None:
         raise fail("no model: pass --model RUN_DIR or set STFORECAST_MODEL")
     data = list(data or [])
-    if steps is not None and not (data and not data[0].endswith(".toml")):
+    hindcast = bool(data) and not data[0].endswith(".toml")
+    if steps is not None and not hindcast:
         raise fail("--steps applies to a hindcast on archive files (DATA), not to a test split")
+    if archive and not hindcast:
+        raise fail("--archive applies to a hindcast on archive files (DATA), not to a test split")
     with engine_errors():
         from stforecast.config import load_recipe
 
@@ -106,10 +118,15 @@ def evaluate(
             if not run_recipe.is_file():
                 raise fail(f"--set/--baselines need a recipe; {run_recipe} is missing")
             recipe = load_recipe(run_recipe, overrides)
+        declared = archive_fields(archive or [])
         seconds = parse_duration(every) if every else None
         out_dir = out or model / "evaluation"
         _sweep(out_dir)
-        doc = _run(model, out_dir, recipe, data, start, end, seconds, steps, device, weights, quiet)
+        try:
+            doc = _run(model, out_dir, recipe, data, start, end, seconds, steps, device, weights,
+                       quiet, declared)  # fmt: skip
+        finally:
+            sweep_own([out_dir, out_dir / "figures"])  # after a signal
     if not quiet:
         _show(doc, out_dir)
 
@@ -123,13 +140,27 @@ def _sweep(out_dir: Path) -> None:
         remove_stale_temps(directory / "metrics.json")
 
 
-def _run(model, out_dir, recipe, data, start, end, every, steps, device, weights, quiet):
+def archive_fields(items: list[str]) -> dict | None:
+    """`--archive field=value` items as a dict (values parsed as `--set` values)."""
+    from stforecast.config import parse_value
+
+    fields = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise fail(f"--archive takes field=value (a [[data.archives]] field), got {item!r}")
+        fields[key.strip()] = parse_value(value)
+    return fields or None
+
+
+def _run(model, out_dir, recipe, data, start, end, every, steps, device, weights, quiet,
+         archive=None):  # fmt: skip
     with deferred():  # a signal acts after the import (torch's C++ init aborts on one)
         from stforecast.evaluation.evaluate import evaluate as run
 
     kwargs = dict(
         recipe=recipe, sources=data or None, start=start, end=end, every=every, steps=steps,
-        device=device, weights=weights,
+        device=device, weights=weights, archive=archive,
     )  # fmt: skip
     if quiet:  # the progress callback stops the run after a swallowed signal
         return run(model, out_dir, progress=checked(), **kwargs)

@@ -23,7 +23,7 @@ from typing import Annotated, Any
 import typer
 
 from stforecast.cli.errors import fail
-from stforecast.cli.signals import cancelled, check, deferred, outcome
+from stforecast.cli.signals import cancelled, check, deferred, outcome, sweep_own
 
 
 def _process_age() -> float | None:
@@ -92,6 +92,9 @@ def forecast(
             "replaces the recipe's forecast.max_input_age.",
         ),
     ] = None,
+    recursive: Annotated[
+        bool, typer.Option(help="Also read subdirectories (archives in YYYY/MM/DD folders).")
+    ] = False,
     reference_time: Annotated[
         str | None,
         typer.Option(
@@ -114,6 +117,10 @@ def forecast(
     gc.disable()
 
     emit = _emitter(log_json)
+    if recursive:  # directories as `DIR/**`: the form that also travels to a server
+        from stforecast.io.sources import recursive_patterns
+
+        sources = recursive_patterns(sources)
     if model is None:
         raise _error(emit, "no model: pass --model RUN_DIR or set STFORECAST_MODEL", 2, debug, None)
     if age is not None:
@@ -133,6 +140,7 @@ def forecast(
                                        cancel=cancelled)  # fmt: skip
         check()  # a signal whose exception was swallowed: never a success
     except BaseException as err:  # every failure: one line and its exit code
+        sweep_own([Path(out) if _is_dir(out) else Path(out).parent])  # after a signal
         raise _failure(emit, err, debug) from None
     summary["timings_s"]["start_up"] = age
     summary["timings_s"]["import"] = time.perf_counter() - t_import - summary["timings_s"]["total"]
@@ -189,6 +197,10 @@ def _on_server(socket_path, sources, model, out, format_, steps, hours, device, 
     if result["exit_code"] != 0:
         raise _error(emit, result["error"], result["exit_code"], debug, None)
     return {**result["summary"], "server": str(socket_path)}
+
+
+def _is_dir(out: str | Path) -> bool:
+    return os.fspath(out).endswith(("/", "\\")) or Path(out).is_dir()
 
 
 def _failure(emit, err: BaseException, debug: bool) -> typer.Exit:

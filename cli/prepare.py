@@ -41,6 +41,9 @@ def prepare(
     fill_value: Annotated[
         float | None, typer.Option(help="Physical value written where data is missing.")
     ] = None,
+    recursive: Annotated[
+        bool, typer.Option(help="Also read subdirectories (archives in YYYY/MM/DD folders).")
+    ] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing store.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
@@ -64,6 +67,7 @@ def prepare(
         "coarsen": coarsen,
         "transform": transform,
         "fill_value": fill_value,
+        "recursive": recursive or None,
     }
     with engine_errors():
         if len(sources) == 1 and sources[0].endswith(".toml"):

@@ -28,6 +28,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "install",
     "outcome",
     "received",
+    "sweep_own",
 ]
 
 HANDLED = (signal.SIGINT, signal.SIGTERM)
@@ -158,6 +160,24 @@ def conclude(code: int) -> int:
         os._exit(code)
     _state.final = code
     return code
+
+
+def sweep_own(directories: list[Path]) -> None:
+    """After a signal: remove the temporary and lock files that this process left in
+    `directories`. The writers clean up on any exception, but one raised just as such a file
+    was made, before its clean-up was armed, leaves it (the next run would sweep it too)."""
+    if _state.received is None:
+        return
+    from stforecast.io.atomic import host
+
+    me = [str(os.getpid()), host()]
+    for directory in directories:
+        with contextlib.suppress(OSError):
+            for tmp in directory.glob(f".*.{me[1]}.{me[0]}.*.tmp"):
+                tmp.unlink(missing_ok=True)
+            for lock in directory.glob(".*.lock"):  # ours while this process lives: not shared
+                if lock.read_text(errors="replace").split()[:2] == me:
+                    lock.unlink(missing_ok=True)
 
 
 def _handler(signum: int, frame: Any) -> None:

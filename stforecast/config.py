@@ -84,10 +84,39 @@ class SplitConfig(_Strict):
         return self.train is not None
 
 
+class ArchiveConfig(_Strict):
+    """`[[data.archives]]`: one archive of several, with what differs between archives (the
+    rest of `[data]` applies to all)."""
+
+    name: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_-]+$", description="the archive's name (default: archive1, ...)"
+    )
+    sources: list[str] = Field(min_length=1, description="files, directories or globs")
+    variable: str | list[str] | None = Field(None, description="variable name(s) in its files")
+    time_pattern: str | None = Field(None, description="strftime pattern of times in file names")
+    source_units: str | None = Field(None, description="its units, where the files' are free text")
+    zr: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]] | None = Field(
+        None, description="its Z = a R^b (default: data.zr)"
+    )
+    crop_bbox: tuple[float, float, float, float] | None = Field(
+        None, description="xmin, ymin, xmax, ymax in its CRS units, before the spacing"
+    )
+    crop_pixels: tuple[int, int, int, int] | None = Field(
+        None, description="row0, row1, col0, col1 (half-open), before the spacing"
+    )
+    pixel_size: Annotated[float, Field(gt=0)] | None = Field(
+        None, description="metres per pixel of a grid without coordinates (KNMI: 1000)"
+    )
+    split: SplitConfig | None = Field(None, description="its own split (default: data.split)")
+
+
 class DataConfig(_Strict):
     """`[data]`: where the frames come from and how they become training windows."""
 
     sources: list[str] = Field(default_factory=list, description="files, directories or globs")
+    recursive: bool = Field(
+        False, description="also read the subdirectories of directories (YYYY/MM/DD archives)"
+    )
     store: str | None = Field(None, description="a prepared store (directory) instead of sources")
     moving_mnist: str | None = Field(
         None, description="MNIST IDX file: train on generated Moving MNIST instead of files"
@@ -98,7 +127,20 @@ class DataConfig(_Strict):
     variable: str | list[str] | None = Field(None, description="variable name(s); list = channels")
     time_pattern: str | None = Field(None, description="strftime pattern of times in file names")
     time_step: Annotated[int, Field(gt=0)] | None = Field(
-        None, description="expected time step in seconds (default: the archive's own)"
+        None,
+        description="the model's time step: seconds or a duration ('10min', 'PT10M'); archives "
+        "at a finer step that divides it are resampled in time (default: the archive's own, "
+        "with several archives the coarsest)",
+    )
+    spacing: Annotated[float, Field(gt=0)] | None = Field(
+        None,
+        description="grid spacing in metres that every archive is brought to (block mean for "
+        "whole ratios, area-weighted resampling otherwise); replaces coarsen and resize",
+    )
+    archives: list[ArchiveConfig] = Field(
+        default_factory=list,
+        description="several archives, each with its own sources, grid and CRS, prepared into "
+        "one store (`[[data.archives]]` tables; instead of sources)",
     )
     units: str | None = Field(None, description="convert to these units, e.g. 'mm/h'")
     source_units: str | None = Field(
@@ -133,8 +175,22 @@ class DataConfig(_Strict):
         16, description="frames per chunk in the store and per streaming step"
     )
 
+    @field_validator("time_step", mode="before")
+    @classmethod
+    def _step(cls, value: Any) -> Any:
+        from stforecast.data.timestep import step_seconds
+
+        return step_seconds(value)
+
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
+        if self.archives and self.sources:
+            raise ValueError("give sources (one archive) or archives (several), not both")
+        if self.spacing is not None and (self.coarsen > 1 or self.resize is not None):
+            raise ValueError("spacing replaces coarsen and resize: give one or the other")
+        names = [a.name for a in self.archives if a.name]
+        if len(set(names)) != len(names):
+            raise ValueError(f"archive names must differ, got {names}")
         if self.crop_bbox is not None:
             xmin, ymin, xmax, ymax = self.crop_bbox
             if xmax <= xmin or ymax <= ymin:
@@ -158,7 +214,7 @@ class DataConfig(_Strict):
         return self.input_frames + self.output_frames
 
 
-def _format_error(err: ValidationError, where: str) -> str:
+def format_error(err: ValidationError, where: str) -> str:
     first = err.errors()[0]
     loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
     more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
@@ -202,6 +258,12 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
             str(base / s) if isinstance(s, str) and not Path(s).is_absolute() else s
             for s in data["sources"]
         ]
+    for archive in data.get("archives") or []:
+        if isinstance(archive, dict) and isinstance(archive.get("sources"), list):
+            archive["sources"] = [
+                str(base / s) if isinstance(s, str) and not Path(s).is_absolute() else s
+                for s in archive["sources"]
+            ]
     for key in ("store", "moving_mnist"):
         if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
             data[key] = str(base / data[key])
@@ -239,7 +301,7 @@ def data_config(raw: dict[str, Any] | None = None, where: str = "options", **fie
     try:
         return DataConfig.model_validate(section)
     except ValidationError as err:
-        raise ConfigError(_format_error(err, f"{where} [data]")) from None
+        raise ConfigError(format_error(err, f"{where} [data]")) from None
 
 
 class ModelConfig(_Strict):
@@ -305,8 +367,27 @@ class TrainConfig(_Strict):
     log_every: Annotated[int, Field(ge=1)] = 10
     num_workers: Annotated[int, Field(ge=0)] = 0
     crop: Annotated[int, Field(ge=1)] | None = Field(None, description="random crop (pixels)")
-    flip: bool = False
+    augment: list[Literal["flip", "rot90", "reverse"]] = Field(
+        default_factory=list,
+        description="random symmetries of training windows: 'flip' (either axis), 'rot90' "
+        "(quarter turns), 'reverse' (played backwards)",
+    )
+    flip: bool = Field(False, description="the same as augment = ['flip'] (older recipes)")
+    balanced: bool = Field(
+        False,
+        description="weight each target pixel by its rain rate in mm/h (Shi et al. 2017: 1, 2, "
+        "5, 10, 30 from 0, 2, 5, 10, 30 mm/h), the B-MSE/B-MAE of the loss",
+    )
     tensorboard: bool = True
+
+    @model_validator(mode="after")
+    def _augmentations(self) -> TrainConfig:
+        """`flip = true` is `augment = ["flip"]`; each symmetry is named once."""
+        if self.flip and "flip" not in self.augment:
+            self.augment.append("flip")
+        if len(set(self.augment)) != len(self.augment):
+            raise ValueError("train.augment names a symmetry twice")
+        return self
 
 
 class EvaluateConfig(_Strict):
@@ -410,4 +491,4 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     try:
         return Recipe.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(_format_error(err, where)) from None
+        raise ConfigError(format_error(err, where)) from None

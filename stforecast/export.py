@@ -6,6 +6,12 @@ float32 -> normalised forecast `forecast` `(B, T_out, C, H, W)`, with T_in the c
 size. The batch size B is free; the other dimensions are fixed. The recurrent rollout is unrolled
 (T_in - 1 + T_out steps), so a different T_in or T_out needs another export.
 
+A guided model (`options.guidance`) takes a second input, `guide` `(B, T_in - 1 + T_out, C, H, W)`:
+the extrapolation of the normalised frames that `stforecast.motion.guidance(frames[b], T_out)`
+gives (numpy and scipy, no torch). The graph takes it rather than computing it because the motion
+estimate (Lucas-Kanade with outlier rejection) has no ONNX equivalent worth the name; the export
+is verified with the guide computed by that function.
+
 The model card travels inside the file: ONNX `metadata_props` (`stforecast_model_card`, the card
 JSON, plus `stforecast_version`, `input_frames`, `output_frames`), TorchScript extra files
 (`model_card.json`, and `export.json` with the same three fields). docs/export.md shows how to
@@ -37,6 +43,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -47,6 +54,7 @@ from stforecast.models import SequenceModel
 FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}  # the usual file names
 INPUT_NAME = "frames"
+GUIDE_NAME = "guide"  # the second input of a guided model
 OUTPUT_NAME = "forecast"
 CARD_KEY = "stforecast_model_card"  # ONNX metadata key of the card JSON
 CARD_FILE = "model_card.json"  # TorchScript extra file of the card JSON
@@ -165,10 +173,10 @@ class _Rollout(nn.Module):
         self.steps = steps
         self.check = check  # (T_in, C, H, W) to check at run time (TorchScript)
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+    def forward(self, frames: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
         if self.check is not None:
             frames = _frames_checker()(frames, *self.check)
-        return self.net(frames, self.steps)
+        return self.net(frames, self.steps, guide=guide)
 
 
 def _check_frames(frames: torch.Tensor, t: int, c: int, h: int, w: int) -> torch.Tensor:
@@ -204,6 +212,7 @@ def _spec(model: SequenceModel, card: dict[str, Any], steps: int | None) -> dict
         )
     return {
         "input": (t_in, model.in_channels, h, w),
+        "guided": bool(getattr(model, "guided", False)),
         "output_frames": t_out,
         "meta": {
             "stforecast_version": __version__,
@@ -213,9 +222,21 @@ def _spec(model: SequenceModel, card: dict[str, Any], steps: int | None) -> dict
     }
 
 
-def _example(batch: int, spec: dict[str, Any], seed: int = 0) -> torch.Tensor:
+def _example(batch: int, spec: dict[str, Any], seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """Frames of `batch` sequences (and their guides, for a guided model)."""
     gen = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, *spec["input"], generator=gen, dtype=torch.float32)
+    frames = torch.rand(batch, *spec["input"], generator=gen, dtype=torch.float32)
+    if not spec["guided"]:
+        return (frames,)
+    from stforecast.motion import guidance
+
+    steps = spec["output_frames"]
+    guide = torch.from_numpy(np.stack([guidance(f.numpy(), steps) for f in frames]))
+    return frames, guide
+
+
+def _names(spec: dict[str, Any]) -> list[str]:
+    return [INPUT_NAME, GUIDE_NAME] if spec["guided"] else [INPUT_NAME]
 
 
 # --- ONNX ------------------------------------------------------------------------------------
@@ -225,12 +246,13 @@ def _to_onnx(net: SequenceModel, card: dict[str, Any], spec: dict[str, Any]) -> 
     import onnx
 
     wrapper = _Rollout(net, spec["output_frames"]).eval()
-    example = (_example(_TRACE_BATCH, spec),)
+    example = _example(_TRACE_BATCH, spec)
+    names = _names(spec)
     try:
-        proto = _onnx_torchscript(wrapper, example)
+        proto = _onnx_torchscript(wrapper, example, names)
     except Exception as first:  # the exporter is gone from this torch, or fails on an op
         try:
-            proto = _onnx_dynamo(wrapper, example)
+            proto = _onnx_dynamo(wrapper, example, names)
         except Exception as second:
             raise ExportError(
                 f"ONNX export failed: {_first_line(first)}; "
@@ -250,7 +272,7 @@ def _to_onnx(net: SequenceModel, card: dict[str, Any], spec: dict[str, Any]) -> 
     return proto.SerializeToString()
 
 
-def _onnx_torchscript(wrapper: nn.Module, example: tuple[torch.Tensor, ...]):
+def _onnx_torchscript(wrapper: nn.Module, example: tuple[torch.Tensor, ...], names: list[str]):
     """PyTorch's TorchScript-based exporter (deprecated, still the robust one here)."""
     import onnx
 
@@ -260,23 +282,24 @@ def _onnx_torchscript(wrapper: nn.Module, example: tuple[torch.Tensor, ...]):
         example,
         buffer,
         dynamo=False,
-        input_names=[INPUT_NAME],
+        input_names=names,
         output_names=[OUTPUT_NAME],
-        dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+        dynamic_axes={name: {0: "batch"} for name in [*names, OUTPUT_NAME]},
         opset_version=OPSET,
         do_constant_folding=True,
     )
     return onnx.load_model_from_string(buffer.getvalue())
 
 
-def _onnx_dynamo(wrapper: nn.Module, example: tuple[torch.Tensor, ...]):
+def _onnx_dynamo(wrapper: nn.Module, example: tuple[torch.Tensor, ...], names: list[str]):
     """The torch.export-based exporter; refused where it fixed the batch size."""
+    batch = torch.export.Dim("batch", min=1)
     program = torch.onnx.export(
         wrapper,
         example,
-        input_names=[INPUT_NAME],
+        input_names=names,
         output_names=[OUTPUT_NAME],
-        dynamic_shapes={INPUT_NAME: {0: torch.export.Dim("batch", min=1)}},
+        dynamic_shapes=[{0: batch} for _ in names],
         opset_version=max(OPSET, 18),
         dynamo=True,
         verbose=False,
@@ -294,7 +317,7 @@ def _onnx_dynamo(wrapper: nn.Module, example: tuple[torch.Tensor, ...]):
 def _to_torchscript(net: SequenceModel, card: dict[str, Any], spec: dict[str, Any]) -> bytes:
     wrapper = _Rollout(net, spec["output_frames"], check=spec["input"]).eval()
     try:
-        traced = torch.jit.trace(wrapper, (_example(_TRACE_BATCH, spec),), check_trace=False)
+        traced = torch.jit.trace(wrapper, _example(_TRACE_BATCH, spec), check_trace=False)
         buffer = io.BytesIO()
         extra = {CARD_FILE: json.dumps(card), EXPORT_FILE: json.dumps(spec["meta"])}
         torch.jit.save(traced, buffer, _extra_files=extra)
@@ -317,21 +340,22 @@ def _verify(
         options.log_severity_level = 3
         session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
 
-        def run(x: torch.Tensor):
-            return torch.from_numpy(session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0])
+        def run(*x: torch.Tensor):
+            feed = {name: t.numpy() for name, t in zip(_names(spec), x, strict=True)}
+            return torch.from_numpy(session.run([OUTPUT_NAME], feed)[0])
 
     else:
         loaded = torch.jit.load(io.BytesIO(data), map_location="cpu")
 
-        def run(x: torch.Tensor):
-            return loaded(x)
+        def run(*x: torch.Tensor):
+            return loaded(*x)
 
     t_out = spec["output_frames"]
     for batch in VERIFY_BATCHES:
         x = _example(batch, spec, seed=batch)
-        expected = net(x, t_out)
+        expected = net(x[0], t_out, guide=x[1] if len(x) > 1 else None)
         try:
-            got = run(x)
+            got = run(*x)
         except Exception as err:
             raise ExportError(
                 f"the exported {fmt} file does not run at batch {batch}: {_first_line(err)}"

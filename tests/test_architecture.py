@@ -16,6 +16,7 @@ FLOORS = {
     "_version": 0,
     "errors": 0,
     "models": 0,
+    "motion": 0,  # optical flow and advection: numpy and scipy only
     "io": 1,
     "devices": 2,
     "config": 3,  # the recipe schema validates units with data.units: one floor with data

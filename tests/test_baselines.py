@@ -8,7 +8,8 @@ from scipy import ndimage as ndi
 
 from stforecast.errors import ConfigError
 from stforecast.evaluation import baselines
-from stforecast.evaluation.baselines import advect, estimate_motion, get
+from stforecast.evaluation.baselines import get
+from stforecast.motion import advect, estimate_motion
 
 VROW, VCOL = 1.0, 2.0  # px per step: down, right
 

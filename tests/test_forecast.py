@@ -225,7 +225,7 @@ def bad_inputs(tmp_path_factory, plain):
     corrupt.write_bytes(b"CDF\x01" + os.urandom(300))
     wrong_units = last.copy()
     wrong_units["rainrate"].attrs["units"] = "K"
-    five_min = rain_cells(frames=12, size=32, step_minutes=5, seed=3, coverage_radius_km=14.0)
+    fifteen = rain_cells(frames=12, size=32, step_minutes=15, seed=3, coverage_radius_km=14.0)
     coarse = rain_cells(frames=8, size=16, spacing_m=2000.0, seed=3)
     shifted_crs = last.copy()
     shifted_crs["crs"].attrs = {"grid_mapping_name": "latitude_longitude"}
@@ -238,10 +238,22 @@ def bad_inputs(tmp_path_factory, plain):
         "all missing": (_write(last.where(last.time != last.time[-1]), root / "nan.nc"), 3),
         "wrong grid": (_write(coarse, root / "coarse.nc"), 4),
         "wrong crs": (_write(shifted_crs, root / "crs.nc"), 4),
-        "wrong time step": (_write(five_min, root / "5min.nc"), 4),
+        "wrong time step": (_write(fifteen, root / "15min.nc"), 4),  # 5 min would be resampled
         "wrong units": (_write(wrong_units, root / "units.nc"), 4),
         "wrong variable": (_write(last.rename(rainrate="snow"), root / "var.nc"), 4),
     }
+
+
+def test_a_finer_step_that_divides_the_models_is_subsampled(plain, tmp_path):
+    """5-minute rain rates for a 10-minute model: every second frame, ending at the newest."""
+    five = rain_cells(frames=12, size=32, step_minutes=5, seed=3, coverage_radius_km=14.0)
+    path = tmp_path / "5min.nc"
+    five.to_netcdf(path)
+    run = load_run(plain["run"], device="cpu")
+    p = plan(open_frames([str(path)]), run, steps=1, checksums=False)
+    newest = five["time"].values[-1]
+    assert p.info["reference_time"] == str(np.datetime_as_string(newest, unit="s")) + "Z"
+    assert len(p.inputs) == 1 and next(p.leads)["rainrate"].shape == (32, 32)
 
 
 @pytest.mark.parametrize(

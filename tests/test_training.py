@@ -299,7 +299,7 @@ def test_data_order_is_per_epoch_and_shared_by_ranks():
 class _Zeros(torch.nn.Module):
     """A 'model' that forecasts zeros: the errors are then the targets themselves."""
 
-    def rollout(self, frames: torch.Tensor, steps: int) -> torch.Tensor:
+    def rollout(self, frames: torch.Tensor, steps: int, guide=None) -> torch.Tensor:
         B, T, C, H, W = frames.shape
         return torch.zeros(B, T - 1 + steps, C, H, W)
 

@@ -131,6 +131,10 @@ def _sections() -> list[tuple[str, type[BaseModel]]]:
 def _model_of(annotation: Any) -> type[BaseModel] | None:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
+    if typing.get_origin(annotation) is list:  # an array of tables, `[[data.archives]]`
+        (item,) = typing.get_args(annotation) or (None,)
+        if isinstance(item, type) and issubclass(item, BaseModel):
+            return item
     return None
 
 
@@ -207,6 +211,8 @@ def _toml(value: Any) -> str:
 
 
 def _default(field: FieldInfo) -> str:
+    if field.is_required():
+        return "(required)"
     value = field.get_default(call_default_factory=True)
     if isinstance(value, BaseModel):
         return "(table)"

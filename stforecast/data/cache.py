@@ -31,8 +31,9 @@ def content_key(cfg: DataConfig) -> str:
     settings = cfg.model_dump(mode="json", exclude={"store", "validation_sequences"})
     settings["sources"] = sorted(settings["sources"])
     digest.update(json.dumps(settings, sort_keys=True).encode())
-    for path in resolve(cfg.sources):
-        digest.update(sha256(path).encode())
+    for sources in [cfg.sources, *(a.sources for a in cfg.archives)]:
+        for path in resolve(sources) if sources else []:
+            digest.update(sha256(path).encode())
     return digest.hexdigest()[:24]
 
 

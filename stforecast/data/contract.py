@@ -24,7 +24,7 @@ from stforecast.data.units import MARSHALL_PALMER
 from stforecast.data.windows import iso_duration
 from stforecast.errors import InputError, ModelMismatchError
 
-__all__ = ["DataContract", "Grid", "Processing", "Transform"]
+__all__ = ["Archive", "DataContract", "Grid", "Processing", "Transform"]
 
 
 @dataclass(frozen=True)
@@ -80,12 +80,15 @@ class Processing:
     coarsen: int = 1
     resize: tuple[int, ...] | None = None
     time_pattern: str | None = None
+    spacing: float | None = None  # metres (`data.spacing`)
+    pixel_size: float | None = None  # metres per pixel of a grid without coordinates
 
     def to_dict(self) -> dict[str, Any]:
         def listed(v: Any) -> Any:
             return None if v is None else list(v)
 
-        return {
+        extra = {k: getattr(self, k) for k in ("spacing", "pixel_size") if getattr(self, k)}
+        return extra | {
             "units": self.units,
             "source_units": self.source_units,
             "zr": list(self.zr),
@@ -94,6 +97,30 @@ class Processing:
             "coarsen": self.coarsen,
             "resize": listed(self.resize),
             "time_pattern": self.time_pattern,
+        }
+
+
+@dataclass(frozen=True)
+class Archive:
+    """One archive of a store of several (`data.archives`): its grid at the model's spacing,
+    its own grid (`native`, before the spacing), its own time step and how it was brought to
+    the model's (`sum`, `subsample` or `none`), and its processing."""
+
+    name: str
+    grid: Grid
+    native: Grid
+    time_step_seconds: int
+    time_resampling: str
+    processing: Processing
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "grid": self.grid.to_dict(),
+            "native_grid": self.native.to_dict(),
+            "time_step_seconds": self.time_step_seconds,
+            "time_resampling": self.time_resampling,
+            "processing": self.processing.to_dict(),
         }
 
 
@@ -117,6 +144,7 @@ class DataContract:
     frame_size: tuple[int, int] | None = None
     store: str | None = None
     values: str | None = None
+    archives: tuple[Archive, ...] = ()
 
     # ------------------------------------------------------------------ derived
 
@@ -177,6 +205,8 @@ class DataContract:
             out["store"] = self.store
         if self.values is not None:
             out["values"] = self.values
+        if self.archives:
+            out["archives"] = [a.to_dict() for a in self.archives]
         if self.frame_size is not None:
             out["frame_size"] = list(self.frame_size)
         return out
@@ -296,6 +326,38 @@ def _parse(entry: Mapping[str, Any], where: str, error: type[Exception]) -> Data
         frame_size=None if frame is None else (int(frame[0]), int(frame[1])),
         store=entry.get("store"),
         values=entry.get("values"),
+        archives=_archives(entry.get("archives") or [], where, error),
+    )
+
+
+def _archives(entries: Any, where: str, error: type[Exception]) -> tuple[Archive, ...]:
+    if not isinstance(entries, list) or not all(isinstance(a, Mapping) for a in entries):
+        raise error(f"{where}: field 'archives' is not a list of tables")
+    out = []
+    for a in entries:
+        try:
+            out.append(
+                Archive(
+                    name=str(a["name"]),
+                    grid=_grid(a["grid"]),
+                    native=_grid(a["native_grid"]),
+                    time_step_seconds=int(a["time_step_seconds"]),
+                    time_resampling=str(a["time_resampling"]),
+                    processing=_processing(a["processing"], where, error),
+                )
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise error(f"{where}: archive {a.get('name')!r} is malformed ({err})") from None
+    return tuple(out)
+
+
+def _grid(grid: Mapping[str, Any]) -> Grid:
+    return Grid(
+        shape=(int(grid["shape"][0]), int(grid["shape"][1])),
+        crs_wkt=str(grid.get("crs_wkt") or ""),
+        transform=tuple(grid.get("transform") or ()),
+        x=None if grid.get("x") is None else tuple(grid["x"]),
+        y=None if grid.get("y") is None else tuple(grid["y"]),
     )
 
 
@@ -311,4 +373,6 @@ def _processing(entry: Any, where: str, error: type[Exception]) -> Processing:
         coarsen=int(entry.get("coarsen") or 1),
         resize=_tupled(entry.get("resize")),
         time_pattern=entry.get("time_pattern"),
+        spacing=None if entry.get("spacing") is None else float(entry["spacing"]),
+        pixel_size=None if entry.get("pixel_size") is None else float(entry["pixel_size"]),
     )

@@ -66,6 +66,10 @@ def prepare(
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Build the prepared store at `out`; returns its manifest."""
+    if cfg.archives or cfg.spacing is not None:  # a store of one group per archive
+        from stforecast.data.prepare_archives import prepare_archives
+
+        return prepare_archives(cfg, out, overwrite=overwrite, progress=progress)
     if not cfg.sources:
         raise ConfigError("[data] sources: nothing to prepare (give files, directories or globs)")
     transform = transforms.get(cfg.transform, **cfg.transform_options)  # unknown -> exit 2 early
@@ -74,8 +78,10 @@ def prepare(
         raise ConfigError(f"{out} already exists and overwrite was not asked for")
     report = progress or (lambda stage, done, total: None)
 
-    da = open_frames(cfg.sources, variable=cfg.variable, time_pattern=cfg.time_pattern)
-    _physical_fills(cfg, da.sizes.get("channel", 1))  # a wrong count fails before any reading
+    da = open_frames(
+        cfg.sources, variable=cfg.variable, time_pattern=cfg.time_pattern, recursive=cfg.recursive
+    )
+    physical_fills(cfg, da.sizes.get("channel", 1))  # a wrong count fails before any reading
     step = cfg.time_step or da.attrs.get("time_step")
     if not step:
         raise InputError("cannot infer the time step from a single frame; set data.time_step")
@@ -105,17 +111,17 @@ def prepare(
         try:
             stats = _write(cfg, da, line, split_ids, transform, tmp, report)
             manifest = _manifest(cfg, da, line, split_ids, starts, transform, channel_names, stats)
-            manifest["sources"] = _sources(da.attrs.get("sources", []), report)
+            manifest["sources"] = source_records(da.attrs.get("sources", []), report)
             zarr.consolidate_metadata(str(tmp))
             write_manifest(tmp, manifest)
-            _replace(tmp, out)
+            replace_store(tmp, out)
         except BaseException:
-            _discard(tmp)
+            discard_store(tmp)
             raise
     return manifest
 
 
-def _sources(sources: list, report: Progress) -> list[dict[str, Any]]:
+def source_records(sources: list, report: Progress) -> list[dict[str, Any]]:
     """Path, checksum and size of each source, for the manifest."""
     entries = []
     for i, path in enumerate(sources):
@@ -128,7 +134,7 @@ def _sources(sources: list, report: Progress) -> list[dict[str, Any]]:
     return entries
 
 
-def _discard(tmp: Path) -> None:
+def discard_store(tmp: Path) -> None:
     """Remove a failed store, for good. When one of zarr's concurrent writes fails (a full
     disk), the others run on in its thread pool for a moment and may create files, even the
     directory, after a first removal: remove again until it stays gone (a second at most)."""
@@ -140,7 +146,7 @@ def _discard(tmp: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _replace(tmp: Path, out: Path) -> None:
+def replace_store(tmp: Path, out: Path) -> None:
     """Move the finished store into place; an old store is removed only after the swap."""
     if out.exists():
         old = out.parent / f".{out.name}.old"
@@ -159,6 +165,18 @@ def _replace(tmp: Path, out: Path) -> None:
 def _write(cfg, da, line, split_ids, transform, tmp: Path, report: Progress) -> dict:
     """Stream physical frames into the store (one read of the sources), fit the transform on the
     training frames as they pass, then normalise in place."""
+    fitters = [transform.fitter() for _ in range(da.shape[1])]
+    valid_counts = write_physical(cfg, da, line, split_ids, tmp, None, fitters, report)
+    params = [f.result() for f in fitters]
+    fills = fill_values(cfg, params, transform)
+    normalise_group(tmp, None, cfg.chunk_frames, transform, params, fills, report)
+    return {"params": params, "fills": fills, "valid_counts": valid_counts}
+
+
+def write_physical(cfg, da, line, split_ids, tmp: Path, group: str | None, fitters,
+                   report: Progress) -> np.ndarray:  # fmt: skip
+    """Physical frames and coverage of `da` into the zarr group `group` of `tmp` (the root for
+    None), the training frames passed to `fitters`; returns valid values per (frame, channel)."""
     n, n_ch, ny, nx = da.shape
     chunk = cfg.chunk_frames
     template = xr.Dataset(
@@ -176,10 +194,11 @@ def _write(cfg, da, line, split_ids, transform, tmp: Path, report: Progress) -> 
         },
         coords={k: da[k].values for k in ("time", "channel", "y", "x") if k in da.coords},
     )
-    template.to_zarr(tmp, mode="w", compute=False, consolidated=False, zarr_format=2)
-    group = zarr.open_group(tmp, mode="r+")
-    frames, coverage = group["frames"], group["coverage"]
-    fitters = [transform.fitter() for _ in range(n_ch)]
+    template.to_zarr(tmp, group=group, mode="w" if group is None else "a", compute=False,
+                     consolidated=False, zarr_format=2)  # fmt: skip
+    root = zarr.open_group(tmp, mode="r+")
+    node = root if group is None else root[group]
+    frames, coverage = node["frames"], node["coverage"]
     valid_counts = np.zeros((n, n_ch), dtype=np.int64)
     with dask.config.set(scheduler="threads"):
         for i in range(0, n, chunk):
@@ -196,19 +215,25 @@ def _write(cfg, da, line, split_ids, transform, tmp: Path, report: Progress) -> 
                     fitters[c].update(block[train, c])
             frames[i:j] = block
             coverage[i:j] = valid.all(axis=1)
-            report("reading", j, n)
-    params = [f.result() for f in fitters]
-    fills = _fill_values(cfg, params, transform)
+            report("reading" if group is None else f"reading {group}", j, n)
+    return valid_counts
+
+
+def normalise_group(tmp: Path, group: str | None, chunk: int, transform, params, fills,
+                    report: Progress) -> None:  # fmt: skip
+    """Normalise the physical frames of one group in place, chunk by chunk."""
+    root = zarr.open_group(tmp, mode="r+")
+    frames = (root if group is None else root[group])["frames"]
+    n = frames.shape[0]
     for i in range(0, n, chunk):
         j = min(i + chunk, n)
         frames[i:j] = transforms.normalise_frames(
             frames[i:j], transform, params, fills["normalised"]
         )
-        report("normalising", j, n)
-    return {"params": params, "fills": fills, "valid_counts": valid_counts}
+        report("normalising" if group is None else f"normalising {group}", j, n)
 
 
-def _physical_fills(cfg: DataConfig, channels: int) -> list[float]:
+def physical_fills(cfg: DataConfig, channels: int) -> list[float]:
     if not isinstance(cfg.fill_value, list):
         return [float(cfg.fill_value)] * channels
     if len(cfg.fill_value) != channels:
@@ -216,10 +241,10 @@ def _physical_fills(cfg: DataConfig, channels: int) -> list[float]:
     return [float(v) for v in cfg.fill_value]
 
 
-def _fill_values(cfg: DataConfig, params: list[dict], transform) -> dict:
+def fill_values(cfg: DataConfig, params: list[dict], transform) -> dict:
     """The value written where data is missing: `fill_value` (physical units; one for every
     channel, or one per channel), through the transform."""
-    physical = _physical_fills(cfg, len(params))
+    physical = physical_fills(cfg, len(params))
     normalised = [
         float(np.asarray(transform.forward(np.array([p], dtype=np.float64), params[c]))[0])
         for c, p in enumerate(physical)

@@ -9,7 +9,9 @@ The manifest holds what training, forecasting and evaluation need to use the dat
 data the same way: the data contract (`contract`: variable and units, transform and fitted
 parameters, grid and CRS, time step, window lengths, fill values, processing; see
 `stforecast.data.contract`), the sources with checksums, the time line, splits and windows.
-Format 2; stores of format 1 (the same facts spread over the top level) still open.
+Format 2; stores of format 1 (the same facts spread over the top level) still open. Format 3
+holds several archives of different grids: one zarr group per archive (`<name>/frames`, ...),
+`manifest["archives"]` one entry each, and windows as `[archive index, start]` pairs.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from stforecast.io.atomic import atomic_write_bytes
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 2
-READABLE = (1, 2)  # format 1: before the data contract had its own section
+ARCHIVES_FORMAT = 3  # several archives (`data.archives`, `data.spacing`): one group each
+READABLE = (1, 2, 3)  # format 1: before the data contract had its own section
 
 
 def read_manifest(store: str | Path) -> dict[str, Any]:
@@ -51,5 +54,20 @@ def write_manifest(store: str | Path, manifest: dict[str, Any]) -> None:
 def open_store(store: str | Path) -> tuple[xr.Dataset, dict[str, Any]]:
     """The store as a lazy xarray Dataset, with its manifest."""
     manifest = read_manifest(store)
+    if manifest.get("format_version") == ARCHIVES_FORMAT:
+        raise InputError(
+            f"{store} holds several archives ({', '.join(archive_names(manifest))}): open one "
+            "with open_archive(store, name)"
+        )
     ds = xr.open_zarr(store, consolidated=True)
     return ds, manifest
+
+
+def archive_names(manifest: dict[str, Any]) -> list[str]:
+    """The archives of a store of format 3, in their order (none for older formats)."""
+    return [a["name"] for a in manifest.get("archives", [])]
+
+
+def open_archive(store: str | Path, name: str) -> xr.Dataset:
+    """One archive of a store of format 3 as a lazy xarray Dataset."""
+    return xr.open_zarr(store, group=name, consolidated=False)

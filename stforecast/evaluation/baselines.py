@@ -17,27 +17,17 @@ New baselines are added with the :func:`register` decorator and looked up with :
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
-from scipy import ndimage as ndi
-from skimage.registration import optical_flow_ilk
 
 from stforecast.errors import ConfigError
 from stforecast.evaluation import pysteps_nowcasts
+from stforecast.motion import extrapolate
 
 Baseline = Callable[[np.ndarray, int], np.ndarray]
 
 _REGISTRY: dict[str, Baseline] = {}
-
-#: Flow is estimated on a block-averaged grid whose longer side is at most this many pixels.
-FLOW_MAX_SIDE = 256
-#: Number of consecutive pairs of the last frames whose flows are averaged.
-FLOW_PAIRS = 3
-#: Lucas–Kanade window radius and number of warps (pixels of the estimation grid).
-ILK_RADIUS = 7
-ILK_NUM_WARP = 3
 
 
 def register(name: str) -> Callable[[Baseline], Baseline]:
@@ -89,168 +79,26 @@ def persistence(inputs: np.ndarray, steps: int) -> np.ndarray:
     return np.repeat(x[-1:], int(steps), axis=0).copy()
 
 
-def _block_mean(x: np.ndarray, f: int) -> np.ndarray:
-    """Mean over f × f blocks; the edges are padded by repetition up to a multiple of f."""
-    if f == 1:
-        return x
-    H, W = x.shape
-    ph, pw = -H % f, -W % f
-    x = np.pad(x, ((0, ph), (0, pw)), mode="edge")
-    return x.reshape(x.shape[0] // f, f, x.shape[1] // f, f).mean(axis=(1, 3))
-
-
-def _estimation_fields(frames: np.ndarray) -> np.ndarray:
-    """Frames prepared for optical flow: NaN filled with the minimum valid value, log1p for
-    non-negative data (so that intense cells do not dominate), otherwise standardised."""
-    finite = np.isfinite(frames)
-    lo = float(frames[finite].min())
-    x = np.where(finite, frames, lo).astype(np.float64)
-    if lo >= 0:
-        return np.log1p(x)
-    sd = float(x.std())
-    return (x - x.mean()) / (sd if sd > 0 else 1.0)
-
-
-def _spread(flow: np.ndarray, weight: np.ndarray, sigma: float) -> np.ndarray:
-    """Normalised Gaussian smoothing of ``flow`` (2, h, w) with confidence ``weight``, blended with
-    the weighted domain mean where no confident estimate is near."""
-    den = ndi.gaussian_filter(weight, sigma, mode="nearest")
-    num = np.stack([ndi.gaussian_filter(weight * v, sigma, mode="nearest") for v in flow])
-    mean = (weight * flow).sum(axis=(1, 2)) / weight.sum()
-    lam = 1e-2 * float(weight.mean())
-    return (num + lam * mean[:, None, None]) / (den + lam)
-
-
-def estimate_motion(frames: np.ndarray) -> np.ndarray:
-    """Stationary motion field ``(2, H, W)`` = (rows, cols) in pixels per time step.
-
-    Lucas–Kanade (``skimage.registration.optical_flow_ilk``, pyramidal, median-prefiltered) on
-    each consecutive pair of the last ``FLOW_PAIRS + 1`` frames, with the earlier frame as
-    reference: skimage returns ``(v_row, v_col)`` such that ``later(r + v_row, c + v_col) ≈
-    earlier(r, c)``, i.e. the forward displacement of the pattern (checked by experiment: a field
-    moving 1 px down and 2 px right per step gives v ≈ (+1, +2)).
-
-    Frames are NaN-filled with their minimum valid value, log1p-transformed when non-negative, and
-    block-averaged so that the longer side is at most ``FLOW_MAX_SIDE`` (the flow is rescaled by
-    the block size and interpolated back bilinearly). Each estimate is trusted in proportion to the
-    local gradient energy (the trace of the Lucas–Kanade matrix), and not at all within the window
-    radius of a no-coverage pixel in either frame of the pair (whose filled edge does not move;
-    a pair with no trusted pixel, e.g. a missing frame, is dropped). The pairs are combined by a
-    per-pixel median (three or more pairs) or weighted mean, then spread by normalised Gaussian
-    smoothing and blended with the domain mean where no structure is near, so that featureless
-    (e.g. dry) areas ahead of a moving system get a motion too; a second pass drops estimates more
-    than 1 px/step (+25 %) away from the first smoothed field.
-    """
-    frames = np.asarray(frames, dtype=np.float64)
-    if frames.ndim != 3:
-        raise ValueError(f"frames must have shape (T, H, W), got {frames.shape}")
-    T, H, W = frames.shape
-    frames = frames[-(FLOW_PAIRS + 1) :]
-    finite = np.isfinite(frames)
-    if T < 2 or not finite.any():
-        return np.zeros((2, H, W))
-    f = max(1, math.ceil(max(H, W) / FLOW_MAX_SIDE))
-    fields = _estimation_fields(frames)
-    fields = np.stack([_block_mean(x, f) for x in fields]).astype(np.float32)
-    gaps = np.stack([_block_mean((~m).astype(np.float64), f) > 0 for m in finite])
-    size = 2 * ILK_RADIUS + 1
-
-    flows, weights = [], []
-    for i in range(len(fields) - 1):
-        a, b = fields[i], fields[i + 1]
-        gap = gaps[i] | gaps[i + 1]
-        trusted = ~ndi.maximum_filter(gap, size=size + 2, mode="constant")
-        if not trusted.any():  # e.g. a missing frame
-            continue
-        flow = optical_flow_ilk(a, b, radius=ILK_RADIUS, num_warp=ILK_NUM_WARP, prefilter=True)
-        flows.append(np.nan_to_num(flow.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0))
-        gr, gc = np.gradient(0.5 * (a.astype(np.float64) + b))
-        weights.append(ndi.uniform_filter(gr * gr + gc * gc, size=size, mode="mirror") * trusted)
-    if not flows:
-        return np.zeros((2, H, W))
-    flows, weights = np.stack(flows), np.stack(weights)
-    weight = weights.mean(axis=0)
-    if not weight.any():
-        return np.zeros((2, H, W))
-    if len(flows) >= 3:
-        flow = np.median(flows, axis=0)
-    else:
-        flow = (weights[:, None] * flows).sum(axis=0) / np.where(weight > 0, weights.sum(0), 1.0)
-    sigma = 2.0 * ILK_RADIUS
-    smooth = _spread(flow, weight, sigma)
-    tol = 1.0 / f + 0.25 * np.hypot(*smooth)
-    keep = weight * (np.hypot(*(flow - smooth)) <= tol)
-    if keep.any():
-        smooth = _spread(flow, keep, sigma)
-    flow = smooth * f
-    if f == 1:
-        return flow
-    # Coarse pixel i covers fine pixels f*i .. f*i+f-1, its centre is at f*i + (f-1)/2.
-    r = (np.arange(H) - (f - 1) / 2) / f
-    c = (np.arange(W) - (f - 1) / 2) / f
-    rr, cc = np.meshgrid(r, c, indexing="ij")
-    return np.stack([ndi.map_coordinates(v, [rr, cc], order=1, mode="nearest") for v in flow])
-
-
-def departures(flow: np.ndarray, steps: int) -> Iterator[np.ndarray]:
-    """Departure points ``(2, H, W)`` (rows, cols) of every pixel for leads 1..``steps`` along a
-    stationary ``flow``, traced back one step at a time: ``p_k = p_{k-1} - v(p_{k-1})`` with
-    ``v`` interpolated bilinearly at ``p_{k-1}``, so curved and varying flow is followed."""
-    H, W = flow.shape[1:]
-    vr = np.asarray(flow[0], dtype=np.float32)
-    vc = np.asarray(flow[1], dtype=np.float32)
-    pr, pc = np.meshgrid(
-        np.arange(H, dtype=np.float64), np.arange(W, dtype=np.float64), indexing="ij"
-    )
-    for _ in range(steps):
-        coords = np.stack([pr, pc])
-        pr = pr - ndi.map_coordinates(vr, coords, order=1, mode="nearest")
-        pc = pc - ndi.map_coordinates(vc, coords, order=1, mode="nearest")
-        yield np.stack([pr, pc])
-
-
-def advect(field: np.ndarray, flow: np.ndarray, steps: int, outside: float) -> np.ndarray:
-    """Semi-Lagrangian backward advection of ``field`` (H, W, finite) along a stationary ``flow``.
-
-    Lead k samples ``field`` once at the :func:`departures` point ``p_k`` (bilinear, no
-    accumulated smoothing). Departure points outside the domain take the value ``outside``.
-    """
-    src = np.asarray(field, dtype=np.float32)
-    out = np.empty((steps, *src.shape), dtype=np.float32)
-    for k, at in enumerate(departures(flow, steps)):
-        out[k] = ndi.map_coordinates(src, at, order=1, mode="constant", cval=outside)
-    return out
-
-
 @register("extrapolation")
 def extrapolation(inputs: np.ndarray, steps: int) -> np.ndarray:
     """Optical-flow extrapolation nowcast (Lagrangian persistence).
 
-    1. Motion: :func:`estimate_motion` on the last ``FLOW_PAIRS + 1`` frames — Lucas–Kanade
-       (``optical_flow_ilk``) with the earlier frame of each pair as reference, so the flow is the
-       forward displacement in pixels per step; flows of the pairs averaged (gradient-energy
-       weights), smoothed and gap-filled; the motion field is then held stationary.
-    2. Advection: :func:`advect` traces each pixel back one step at a time along the flow
-       (bilinear, ``scipy.ndimage.map_coordinates`` order 1) and samples the last frame once per
-       lead. The last frame's NaN pixels are first filled with its minimum valid value (so NaN does
-       not spread through interpolation); values advected in from outside the domain are that
-       minimum too.
+    1. Motion: `stforecast.motion.estimate_motion` on the last ``FLOW_PAIRS + 1`` frames:
+       Lucas–Kanade (``optical_flow_ilk``) with the earlier frame of each pair as reference, so
+       the flow is the forward displacement in pixels per step; flows of the pairs averaged
+       (gradient-energy weights), smoothed and gap-filled; the motion field is then held
+       stationary.
+    2. Advection: `stforecast.motion.advect` traces each pixel back one step at a time along
+       the flow (bilinear, ``scipy.ndimage.map_coordinates`` order 1) and samples the last frame
+       once per lead. The last frame's NaN pixels are first filled with its minimum valid value
+       (so NaN does not spread through interpolation); values advected in from outside the
+       domain are that minimum too.
     3. Coverage: pixels that are NaN in the last frame stay NaN at every lead (the radar coverage
        is fixed on the grid); every other pixel is finite.
 
     With a single input frame there is no motion and the result equals persistence.
     """
-    x = _check(inputs, steps)
-    steps = int(steps)
-    last = x[-1]
-    covered = np.isfinite(last)
-    if not covered.any():
-        return np.full((steps, *last.shape), np.nan, dtype=np.float32)
-    lo = float(last[covered].min())
-    flow = estimate_motion(x)
-    out = advect(np.where(covered, last, lo), flow, steps, outside=lo)
-    out[:, ~covered] = np.nan
-    return out
+    return extrapolate(_check(inputs, steps), int(steps))
 
 
 def _pysteps_baseline(name: str) -> Baseline:

@@ -67,10 +67,12 @@ def choose_cases(
     steps: int | None,
     skipped: list[dict[str, str]],
     progress: Progress | None,
+    archive: dict[str, Any] | None = None,
 ) -> CaseSource:
     """`sources` (raw files) -> hindcast; else `recipe` (or the run's own recipe) -> its
     prepared store's test split (prepared into the cache from its sources if needed), or the
-    Moving MNIST test set."""
+    Moving MNIST test set. `archive`: what the hindcast's files do not say, as the fields of a
+    `[[data.archives]]` entry (`data.archives.declare`)."""
     card = run.card
     contract = run.contract
     mnist = contract.variable == "moving_mnist"
@@ -83,12 +85,16 @@ def choose_cases(
         check_contract(card, run.path)
         cases, total, data_range = hindcast_cases(
             run, list(sources), start=start, end=end, every=every, steps=steps,
-            skipped=skipped,
+            skipped=skipped, archive=archive,
         )  # fmt: skip
         leads = steps or contract.output_frames
         data = {"mode": "hindcast", "sources": [str(s) for s in sources],
                 "start": start, "end": end, "every_seconds": every or step}  # fmt: skip
+        if archive:
+            data["archive"] = dict(archive)
         return CaseSource(cases, total, data_range, leads, data)
+    if archive:
+        raise ConfigError("an archive declaration (--archive) applies to a hindcast on DATA files")
     if recipe is not None and recipe.data.moving_mnist:
         cases, total = mnist_cases(run, recipe, opts)
         data = {"mode": "Moving MNIST (regenerated)", "sequences": total}
@@ -123,21 +129,27 @@ def _forecast_batch(run: Any, x: np.ndarray, steps: int) -> np.ndarray:
     model takes the whole grid, tile by tile (`forecasting`'s `predict`) otherwise."""
     import torch
 
-    from stforecast.forecasting.tiling import grid_multiple, predict, tile_for
+    from stforecast.forecasting.tiling import batch_guide, grid_multiple, predict, tile_for
 
     tile = tile_for(run.net, x.shape[-2:])
     if tile is not None:
         return np.stack([np.stack(list(predict(run.net, s, steps, tile=tile))) for s in x])
     H, W = x.shape[-2:]
     m = grid_multiple(run.net)
+    guide = batch_guide(run.net, x, steps)
     with torch.inference_mode():
-        t = torch.from_numpy(np.ascontiguousarray(x)).to(run.device)
-        ph, pw = (-H) % m, (-W) % m
-        if ph or pw:
-            b, n = t.shape[:2]
-            t = torch.nn.functional.pad(t.flatten(0, 1), (0, pw, 0, ph), mode="reflect")
-            t = t.unflatten(0, (b, n))
-        y = run.net(t, steps)[..., :H, :W]
+
+        def padded(a: np.ndarray) -> torch.Tensor:
+            t = torch.from_numpy(np.ascontiguousarray(a)).to(run.device)
+            ph, pw = (-H) % m, (-W) % m
+            if ph or pw:
+                b, n = t.shape[:2]
+                t = torch.nn.functional.pad(t.flatten(0, 1), (0, pw, 0, ph), mode="reflect")
+                t = t.unflatten(0, (b, n))
+            return t
+
+        g = None if guide is None else padded(guide)
+        y = run.net(padded(x), steps, guide=g)[..., :H, :W]
     return y.float().cpu().numpy()
 
 
@@ -214,10 +226,12 @@ def hindcast_cases(
     every: int | None = None,
     steps: int | None = None,
     skipped: list[dict[str, str]] | None = None,
+    archive: dict[str, Any] | None = None,
 ) -> tuple[Iterator[Case], int, float]:
-    """Forecasts at every reference time of an archive, through `stforecast forecast`'s path."""
-    from stforecast.data.resample import grid_frames
-    from stforecast.forecasting.inputs import processing_config
+    """Forecasts at every reference time of an archive, through `stforecast forecast`'s path;
+    `archive` declares what its files do not say (`data.archives.declare`)."""
+    from stforecast.data.archives import declare
+    from stforecast.forecasting.inputs import model_grid
     from stforecast.forecasting.plan import lead_steps, materialise, plan
     from stforecast.io import open_frames
 
@@ -225,13 +239,17 @@ def hindcast_cases(
     step = run.step
     steps = lead_steps(run, steps=steps)
     t_in = run.input_frames
+    declared = _declaration(sources, archive)
     da = open_frames(
         sources,
-        variable=contract.selection,
-        time_pattern=contract.processing.time_pattern,
-    ).sortby("time")
-    times = da["time"].values
-    processed = grid_frames(processing_config(contract), da, step)
+        variable=declared.variable if declared and declared.variable else contract.selection,
+        time_pattern=declared.time_pattern if declared and declared.time_pattern
+        else contract.processing.time_pattern,
+    ).sortby("time")  # fmt: skip
+    if declared is not None:
+        da = declare(da, declared, contract)
+    processed = model_grid(da, contract, step)  # the model's step and grid (data.spacing)
+    times = processed["time"].values
     delta = np.timedelta64(step, "s")
     first = times[0] + (t_in - 1) * delta
     last = times[-1] - steps * delta
@@ -265,6 +283,24 @@ def hindcast_cases(
             yield Case(fmt(ref), inputs, truth, ds[name].values.astype(np.float32))
 
     return cases(), len(refs), data_range
+
+
+def _declaration(sources: list[str], archive: dict[str, Any] | None):
+    """`archive`'s fields validated as a `[[data.archives]]` entry of `sources` (exit 2 names
+    the field), or None."""
+    if not archive:
+        return None
+    from pydantic import ValidationError
+
+    from stforecast.config import ArchiveConfig, format_error
+
+    unused = sorted(set(archive) & {"name", "split", "sources"})
+    if unused:
+        raise ConfigError(f"--archive: {', '.join(unused)} do not apply to a hindcast")
+    try:
+        return ArchiveConfig.model_validate({**archive, "sources": list(sources)})
+    except ValidationError as err:
+        raise ConfigError(format_error(err, "--archive")) from None
 
 
 def _frames_at(processed, wanted: np.ndarray) -> np.ndarray:
@@ -304,6 +340,7 @@ def mnist_cases(run: Any, recipe: Recipe, opts: EvaluateConfig) -> tuple[Iterato
     import torch
 
     from stforecast.data import synthetic
+    from stforecast.forecasting.tiling import batch_guide
 
     cfg = recipe.data
     digits = synthetic.load_mnist_images(cfg.moving_mnist)
@@ -315,8 +352,10 @@ def mnist_cases(run: Any, recipe: Recipe, opts: EvaluateConfig) -> tuple[Iterato
         for i in range(0, n, opts.batch_size):
             batch = seqs[i : i + opts.batch_size].astype(np.float32) / 255.0
             x = torch.from_numpy(batch[:, :t_in, None]).to(run.device)
+            g = batch_guide(run.net, batch[:, :t_in, None], t_out)
+            g = None if g is None else torch.from_numpy(g).to(run.device)
             with torch.inference_mode():
-                pred = run.net(x, t_out)[:, :, 0].float().cpu().numpy()
+                pred = run.net(x, t_out, guide=g)[:, :, 0].float().cpu().numpy()
             for b in range(batch.shape[0]):
                 yield Case(f"sequence {i + b}", batch[b, :t_in], batch[b, t_in:], pred[b])
 

@@ -34,6 +34,7 @@ def evaluate(
     device: str = "auto",
     weights: str = "selected",
     progress: Progress | None = None,
+    archive: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Score `model` (a run directory) and the baselines; write `metrics.json`, `report.html`,
     `report.md` (and figures) into `out_dir`. Returns the metrics document. `weights`: the run's
@@ -41,7 +42,9 @@ def evaluate(
 
     Data: `sources` (raw files) -> hindcast; else `recipe` (or the run's own recipe) -> its
     prepared store's test split (prepared into the cache from its sources if needed), or the
-    Moving MNIST test set.
+    Moving MNIST test set. `archive`: for a hindcast, what the files do not say, as the
+    fields of a `[[data.archives]]` entry (`source_units`, `pixel_size`, `variable`, crop; for a
+    model of `data.spacing`), e.g. `{"source_units": "mm", "pixel_size": 1000}` for KNMI.
     """
     from stforecast.rundir.load import run_recipe
 
@@ -57,7 +60,7 @@ def evaluate(
     step = contract.time_step_seconds
     source = choose_cases(
         run, recipe, opts, sources=sources, start=start, end=end, every=every, steps=steps,
-        skipped=skipped, progress=progress,
+        skipped=skipped, progress=progress, archive=archive,
     )  # fmt: skip
     data_range = source.data_range
     if opts.data_range is not None:

@@ -39,6 +39,10 @@ __all__ = ["NAMES", "RAIN_THRESHOLD", "STEPS_MEMBERS", "available", "nowcast"]
 NAMES = ("pysteps_extrapolation", "sprog", "steps_mean")
 #: Rain rate (mm/h) below which a pixel is "no rain" for the dB transform.
 RAIN_THRESHOLD = 0.1
+#: Negative rates down to this (mm/h) are a product's artefacts and count as no rain (BOM's
+#: bias-corrected rainfall has pixels at -0.1 mm per 10 min, -0.6 mm/h); lower ones mean the
+#: quantity is not precipitation, and the baselines refuse it.
+NEGATIVE_TOLERANCE = -1.0
 #: The dB value given to "no rain" (pysteps' examples use -15 dB).
 NO_RAIN_DB = -15.0
 #: Members of the STEPS ensemble whose mean is the ``steps_mean`` baseline, and its seed.
@@ -101,7 +105,7 @@ def nowcast(name: str, inputs: np.ndarray, steps: int) -> np.ndarray:
     covered = np.isfinite(last)
     if not covered.any():
         return np.full((steps, *last.shape), np.nan, dtype=np.float32)
-    if np.nanmin(x) < 0:
+    if np.nanmin(x) < NEGATIVE_TOLERANCE:
         raise ConfigError(f"baseline {name!r} is for precipitation; the inputs are negative")
     db = _to_db(x)
     recent = db[-4:]  # the same frames the built-in extrapolation estimates its motion on

@@ -17,7 +17,7 @@ from typing import Any
 _WHERE = {
     "Plan": "plan",
     "card_transform": "plan",
-    "forecast": "plan",
+    "forecast": "regrid",
     "lead_steps": "plan",
     "materialise": "plan",
     "plan": "plan",
@@ -32,6 +32,8 @@ _WHERE = {
     "tile_starts": "tiling",
     "tile_weights": "tiling",
     "forecast_template": "template",
+    "native_grid": "regrid",
+    "on_input_grid": "regrid",
 }
 
 __all__ = sorted(_WHERE)

@@ -3,7 +3,10 @@
 The last `T_in` frames at the model's time step, ending at the newest one (a few missing ones
 filled in time when the recipe allows it); their variable, units, CRS and grid spacing must be
 the model's (`ModelMismatchError`, exit 4, saying what differs), and they go through the same
-processing (units, crop, coarsen, resize) as the training frames did.
+processing (units, crop, coarsen, resize) as the training frames did. Frames at a finer step
+that divides the model's are resampled in time first (`data.timestep`). A model of
+`data.spacing` takes any projected grid: it is brought to the model's spacing
+(`data.archives.model_frames`) and only the spacing is checked, not the CRS.
 """
 
 from __future__ import annotations
@@ -18,8 +21,11 @@ import xarray as xr
 
 from stforecast.config import as_utc, data_config
 from stforecast.data import units
+from stforecast.data.archives import for_input, model_frames
 from stforecast.data.contract import DataContract
 from stforecast.data.resample import grid_frames
+from stforecast.data.spacing import cell_metres, to_spacing
+from stforecast.data.timestep import to_time_step
 from stforecast.data.windows import fmt
 from stforecast.errors import ConfigError, InputError, ModelMismatchError
 from stforecast.io.sources import sha256
@@ -30,12 +36,15 @@ __all__ = [
     "Inputs",
     "as_time",
     "check_grid",
+    "check_spacing",
     "checked_inputs",
     "expected_times",
+    "finer_step",
     "frame_values",
     "frames_until",
     "input_age",
     "input_files",
+    "model_grid",
     "processing_config",
     "select_frames",
 ]
@@ -61,11 +70,19 @@ def checked_inputs(frames: xr.DataArray, run: Run, allow_missing: int = 0) -> In
     if got != names:
         raise ModelMismatchError(f"the input variable is {got}, the model's is {names}")
 
+    spacing = contract.processing.spacing
+    if spacing:  # a model of `data.spacing`: processed as the training archive it matches
+        cfg, pixel_size = for_input(frames, contract)
+    else:
+        cfg, pixel_size = processing_config(contract), None
+    source_units = cfg.source_units or frames.attrs.get("units", "")
+    frames = finer_step(frames, run.step, source_units)
     wanted = expected_times(frames["time"].values.max(), run.step, run.input_frames)
     chosen = select_frames(frames, run, allow_missing)
-    source_units = contract.processing.source_units or chosen.attrs.get("units", "")
     _check_units(source_units, contract, run.step)
-    da = grid_frames(processing_config(contract), chosen, run.step)
+    da = grid_frames(cfg, chosen, run.step)
+    if spacing:
+        da = to_spacing(da, spacing, pixel_size)
     if not units.equivalent(da.attrs.get("units", ""), contract.units):
         raise ModelMismatchError(
             f"input units {da.attrs.get('units')!r} differ from the model's {contract.units!r}"
@@ -74,10 +91,49 @@ def checked_inputs(frames: xr.DataArray, run: Run, allow_missing: int = 0) -> In
                                 contract.channel_units or [], strict=False):  # fmt: skip
         if not units.equivalent(have, want):
             raise ModelMismatchError(f"input units of {name!r} are {have!r}, the model's {want!r}")
-    check_grid(da, contract)
+    if spacing:
+        check_spacing(da, spacing, pixel_size)
+    else:
+        check_grid(da, contract)
     if "channel" not in da.dims:
         da = da.expand_dims("channel", axis=1)
     return Inputs(names, chosen, da, source_units, wanted)
+
+
+def finer_step(da: xr.DataArray, step: int, source_units: str) -> xr.DataArray:
+    """Frames at a finer time step that divides the model's, at the model's step
+    (`data.timestep`: accumulations summed, anything else subsampled); others unchanged (a step
+    that does not fit is `select_frames`' `ModelMismatchError`)."""
+    source = int(da.attrs.get("time_step") or 0)
+    if not source or source >= step or step % source or da.sizes["time"] < 2:
+        return da
+    return to_time_step(da, step, source_units)
+
+
+def check_spacing(da: xr.DataArray, spacing: float, pixel_size: float | None) -> None:
+    """A model of `data.spacing` takes any projected grid brought to its spacing (within 1 %):
+    CRS and extent may differ from every training archive's."""
+    try:
+        sx, sy = cell_metres(da, pixel_size)
+    except (ConfigError, InputError) as err:
+        raise ModelMismatchError(
+            f"the input cannot be brought to the model's spacing: {err}"
+        ) from None
+    for axis, have in (("x", sx), ("y", sy)):
+        if not math.isclose(have, spacing, rel_tol=0.01):
+            raise ModelMismatchError(
+                f"grid spacing in {axis} is {have:g} m after processing, the model's {spacing:g} m"
+            )
+
+
+def model_grid(da: xr.DataArray, contract: DataContract, step: int) -> xr.DataArray:
+    """A whole archive at the model's step and grid, as `checked_inputs` brings new frames:
+    what a hindcast compares its forecasts with."""
+    if contract.processing.spacing:
+        return model_frames(da, contract, step)[0]
+    cfg = processing_config(contract)
+    da = finer_step(da, step, cfg.source_units or da.attrs.get("units", ""))
+    return grid_frames(cfg, da, step)
 
 
 def frame_values(inputs: Inputs, n: int) -> np.ndarray:

@@ -30,7 +30,9 @@ from stforecast.errors import (
     MissingVariableError,
     ModelMismatchError,
 )
+from stforecast.forecasting.inputs import as_time
 from stforecast.forecasting.plan import Plan, plan
+from stforecast.forecasting.regrid import native_grid, on_input_grid
 from stforecast.io.times import iso_duration
 from stforecast.rundir.load import Run, load_run
 
@@ -103,6 +105,8 @@ def forecast_to_file(
     t_open = time.perf_counter() - t1
     limit = _age_limit(run, max_input_age)
     the_plan = plan(frames, run, steps=steps, hours=hours, now=now, max_input_age=limit)
+    reference = None if now is None else as_time(now)
+    the_plan = on_input_grid(the_plan, native_grid(frames, run, reference))  # data.spacing
     emit({"stage": "read", "duration_s": time.perf_counter() - t1, **_read(the_plan)})
     path = _output_file(out, directory, the_plan.template, fmt_name)
     _check(cancel)

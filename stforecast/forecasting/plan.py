@@ -31,6 +31,7 @@ from stforecast.data import transforms
 from stforecast.data.contract import Transform
 from stforecast.data.windows import fmt
 from stforecast.errors import ConfigError
+from stforecast.forecasting import blend as blending_
 from stforecast.forecasting.inputs import (
     as_time,
     checked_inputs,
@@ -71,13 +72,16 @@ def plan(
     checksums: bool = True,
     now: Any = None,
     max_input_age: float | None = None,
+    blend: bool = True,
 ) -> Plan:
     """Check, prepare and normalise the inputs; set up the rollout (run lazily by `leads`).
 
     `now` is the expected reference time (ISO 8601 text, a datetime or a datetime64; default:
     the wall clock): frames after it are not used, and the newest frame's age is measured from
     it (`info`'s `input_age_seconds` and `stale`). A newest frame older than `max_input_age`
-    seconds is an `InputError`; the forecast job passes the recipe's, an analysis none."""
+    seconds is an `InputError`; the forecast job passes the recipe's, an analysis none.
+    Leads beyond the model's horizon are blended with the extrapolation where the card has
+    `blending` weights (`forecasting.blend`), unless `blend` is False (when fitting them)."""
     run = as_run(model, device)
     opts = options or run.options
     contract = run.contract
@@ -107,18 +111,19 @@ def plan(
     template = forecast_template(run, da, steps, inputs.names, inputs.source_units, files, opts)
     timings["prepare"] = time.perf_counter() - t1
 
+    mix = blending_.mixer(blending_.from_card(run.card, run.path) if blend else None, values)
+
     def leads() -> Iterator[dict[str, np.ndarray]]:
         stream = predict(
             run.net, x, steps, tile=tile, overlap=opts.tile_overlap, batch=opts.tile_batch,
             device=run.device,
         )  # fmt: skip
         timings["model"] = 0.0
-        while True:
+        for k in range(1, steps + 1):
             t2 = time.perf_counter()
-            lead = next(stream, None)
-            if lead is None:
-                return
+            lead = next(stream)
             phys = np.asarray(transforms.denormalise_frames(lead, transform, params), np.float32)
+            phys = mix(k, phys, steps)
             phys[no_coverage] = np.nan
             timings["model"] += time.perf_counter() - t2
             yield {name: phys[c] for c, name in enumerate(inputs.names)}

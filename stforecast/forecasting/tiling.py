@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from stforecast.errors import ModelMismatchError
+from stforecast.motion import guidance
 
 __all__ = ["grid_multiple", "predict", "tile_for", "tile_starts", "tile_weights"]
 
@@ -95,13 +96,20 @@ def _predict(net, x, steps, tile, overlap, batch, device) -> Iterator[np.ndarray
 
     _T, C, H, W = x.shape
     frames = torch.from_numpy(np.ascontiguousarray(x)).to(device)
+    # A guided model's guide is the extrapolation of the whole domain, cut like the frames.
+    guide = None
+    if getattr(net, "guided", False):
+        guide = torch.from_numpy(guidance(x, steps)).to(device)
     if tile is None:
         m = grid_multiple(net)
         ph, pw = (-H) % m, (-W) % m
         if ph or pw:
             mode = "reflect" if ph < H and pw < W else "replicate"
             frames = torch.nn.functional.pad(frames, (0, pw, 0, ph), mode=mode)
-        for lead in net.stream(frames[None], steps):
+            if guide is not None:
+                guide = torch.nn.functional.pad(guide, (0, pw, 0, ph), mode=mode)
+        whole = None if guide is None else guide[None]
+        for lead in net.stream(frames[None], steps, guide=whole):
             yield lead[0, :, :H, :W].float().cpu().numpy()
         return
     rows = tile_starts(H, tile[0], overlap)
@@ -109,7 +117,13 @@ def _predict(net, x, steps, tile, overlap, batch, device) -> Iterator[np.ndarray
     boxes = tile_weights((H, W), tile, rows, cols)
     crops = torch.stack([frames[:, :, r : r + tile[0], c : c + tile[1]] for r, c, _ in boxes])
     chunks = [range(i, min(i + batch, len(boxes))) for i in range(0, len(boxes), batch)]
-    streams = [net.stream(crops[list(ch)], steps) for ch in chunks]
+    guides = None
+    if guide is not None:
+        guides = torch.stack([guide[:, :, r : r + tile[0], c : c + tile[1]] for r, c, _ in boxes])
+    streams = [
+        net.stream(crops[list(ch)], steps, guide=None if guides is None else guides[list(ch)])
+        for ch in chunks
+    ]
     weight_sum = np.zeros((H, W), np.float32)
     for r, c, w in boxes:
         weight_sum[r : r + tile[0], c : c + tile[1]] += w
@@ -121,6 +135,13 @@ def _predict(net, x, steps, tile, overlap, batch, device) -> Iterator[np.ndarray
                 r, c, w = boxes[i]
                 acc[:, r : r + tile[0], c : c + tile[1]] += out[k] * w
         yield acc / weight_sum
+
+
+def batch_guide(net: Any, x: np.ndarray, steps: int) -> np.ndarray | None:
+    """The guides of a batch `(B, T, C, H, W)` for a guided `net` (None for another)."""
+    if not getattr(net, "guided", False):
+        return None
+    return np.stack([guidance(s, steps) for s in np.asarray(x)])
 
 
 def grid_multiple(net: Any) -> int:

@@ -57,8 +57,9 @@ def training_bytes(net: torch.nn.Module, batch: int, t_in: int, t_out: int) -> d
     c = net.in_channels
     h, w = net.frame_size
     x = torch.zeros(batch, t_in + t_out, c, h, w, device="meta")
+    guide = x[:, 1:] if getattr(net, "guided", False) else None  # (B, T_in - 1 + T_out, ...)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        meta.rollout(x[:, :t_in], t_out)
+        meta.rollout(x[:, :t_in], t_out, guide=guide)
     params = parameter_bytes(net)
     return {
         "activations": sum(storages.values()),

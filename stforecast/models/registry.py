@@ -35,6 +35,7 @@ OPTIONS: dict[str, Any] = {
     "se_kernel_size": 5,  # SE convolutions (paper: 5×5)
     "key_channels": 16,  # Ĉ, query/key channels of SAM and SA
     "window": None,  # attention window in latent pixels (None: the whole grid, as the papers)
+    "guidance": False,  # correct the extrapolation nowcast instead of forecasting from scratch
 }
 
 
@@ -105,7 +106,7 @@ def build(
     if opts["se_scales"] not in (0, 1, 2, 3):
         raise ValueError(f"se_scales must be 0, 1, 2 or 3, got {opts['se_scales']}")
     size = (frame[0] // patch_size, frame[1] // patch_size)
-    cell_opts = {k: opts[k] for k in OPTIONS}
+    cell_opts = {k: opts[k] for k in OPTIONS if k != "guidance"}
     cells = []
     x_ch = hidden[0]  # layer 0 reads the embedded input
     for h_ch in hidden:
@@ -131,9 +132,10 @@ def build(
         "patch_size": patch_size,
         "hidden_channels": hidden,
         "kernel_size": kernel_size,
-        "options": cell_opts,
+        "options": cell_opts | ({"guidance": True} if opts["guidance"] else {}),
     }
-    return SequenceModel(cells, hidden, in_channels, patch_size, frame, config, size_free)
+    guided = bool(opts["guidance"])
+    return SequenceModel(cells, hidden, in_channels, patch_size, frame, config, size_free, guided)
 
 
 def build_from_config(config: Mapping[str, Any]) -> SequenceModel:

@@ -68,15 +68,17 @@ class Batches:
             generator=seeding.generator(self.seed, seeding.WORKERS, epoch),
         )
 
-    def to_device(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor, Tensor | None]:
-        """(inputs, targets, coverage or None) as float32 on the run's device."""
+    def to_device(
+        self, batch: dict[str, Any]
+    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        """(inputs, targets, coverage or None, guide or None) as float32 on the run's device."""
 
-        def move(t: Tensor) -> Tensor:
-            return t.to(self.device, torch.float32, non_blocking=True)
+        def move(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.to(self.device, torch.float32, non_blocking=True)
 
-        coverage = batch.get("coverage")
         return (
             move(batch["inputs"]),
             move(batch["targets"]),
-            (None if coverage is None else move(coverage)),
-        )
+            move(batch.get("coverage")),
+            move(batch.get("guide")),
+        )  # type: ignore[return-value]

@@ -162,10 +162,10 @@ def build_datasets(
 ) -> TrainingData:
     """The training and validation datasets a recipe asks for (preparing raw sources if needed)."""
     cfg = recipe.data
-    given = [k for k in ("store", "sources", "moving_mnist") if getattr(cfg, k)]
+    given = [k for k in ("store", "sources", "archives", "moving_mnist") if getattr(cfg, k)]
     if len(given) != 1:
         raise ConfigError(
-            "[data] needs exactly one of store, sources or moving_mnist"
+            "[data] needs exactly one of store, sources or moving_mnist (archives count as sources)"
             + (f" (got {', '.join(given)})" if given else "")
         )
     if cfg.moving_mnist:
@@ -189,6 +189,10 @@ def describe(recipe: Recipe) -> dict[str, Any]:
         contract = DataContract.from_manifest(read_manifest(cfg.store))
         frame = contract.grid.shape
         channels = contract.channels
+    elif cfg.archives or (cfg.sources and cfg.spacing is not None):
+        from stforecast.data.prepare_archives import processed_shape as shapes
+
+        frame, channels = shapes(cfg)
     elif cfg.sources:
         from stforecast.data.resample import processed_shape
 

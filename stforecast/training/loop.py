@@ -20,9 +20,8 @@ probability, `eta_input` its encoder part under `reverse`) and to the `progress`
 gets after each step `{"event", "step", "max_steps", "epoch", "loss", "lr", "eta", "it_s", "eta_s",
 "val"}` (`eta_s`: estimated seconds left; `val`: the latest validation metrics or None).
 
-The parts live beside this module: `batches` (batch sizes and loaders), `step` (the optimiser
-update), `running_loss` (the logged loss, divergence), `selection` (validation, best weights,
-early stopping), `checkpoint` (the file) and `outputs` (the run directory's files).
+Beside this module: `augment` (windows as trained on), `batches`, `step` (the update),
+`running_loss`, `selection` (validation, best weights), `checkpoint` and `outputs`.
 """
 
 from __future__ import annotations
@@ -42,9 +41,11 @@ from stforecast.errors import ConfigError, InputError, StoppedError
 from stforecast.models.memory import TooLargeError, check_fits, meta_build, training_bytes
 from stforecast.models.registry import build_from_config
 from stforecast.training import distributed, outputs, sampling, seeding
+from stforecast.training.augment import splits
 from stforecast.training.batches import Batches
 from stforecast.training.checkpoint import load_checkpoint, save_checkpoint
 from stforecast.training.metrics_log import MetricsLog, utc_now
+from stforecast.training.objective import balance_levels
 from stforecast.training.running_loss import RunningLoss, TrainingError
 from stforecast.training.schedules import learning_rate
 from stforecast.training.selection import Selection, selection_event
@@ -101,9 +102,9 @@ class Trainer:
         self.progress = progress if ctx.main else None
         cfg = self.cfg
         output_frames = int(data.output_frames)
-        self.batches = Batches(data.train, cfg, ctx, device)
-        validation = data.validation
-        validation = validation if validation is not None and len(validation) else None
+        self.guided = bool(recipe.model.options.get("guidance", False))
+        train, validation = splits(data.train, data.validation, cfg, self.guided, output_frames)
+        self.batches = Batches(train, cfg, ctx, device)
         self.sampling_steps = cfg.sampling_steps or sampling.default_steps(cfg.max_steps)
 
         shape = {
@@ -123,7 +124,8 @@ class Trainer:
             raise ConfigError(str(err)) from None
         except ValueError as err:
             raise ConfigError(f"[model]: {err}") from None
-        self.stepper = Stepper(self.net, cfg, ctx, device)
+        levels = balance_levels(data.contract) if cfg.balanced else None
+        self.stepper = Stepper(self.net, cfg, ctx, device, levels)
         self.selection = Selection(
             self.net,
             validation,
@@ -224,7 +226,7 @@ class Trainer:
     def train_step(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor | None, float]:
         """Draw this step's sampling masks and update: (loss, reversed loss or None, lr)."""
         cfg = self.cfg
-        inputs, targets, coverage = self.batches.to_device(batch)
+        inputs, targets, coverage, guide = self.batches.to_device(batch)
         mask, input_mask = sampling.masks(
             cfg.scheduled_sampling,
             self.step,
@@ -238,7 +240,7 @@ class Trainer:
         mask = None if mask is None else mask.to(self.device)
         input_mask = None if input_mask is None else input_mask.to(self.device)
         lr = self.lr_at(self.step)
-        loss, loss_rev = self.stepper.step(inputs, targets, coverage, mask, input_mask, lr)
+        loss, loss_rev = self.stepper.step(inputs, targets, coverage, mask, input_mask, lr, guide)
         return loss, loss_rev, lr
 
     # ------------------------------------------------------------------ the run
@@ -269,6 +271,8 @@ class Trainer:
             patience=self.cfg.early_stopping if self.selection.enabled else None,
             running=RunningLoss(self.device),
         )
+        if self.guided and self.step == 0 and self.selection.enabled:  # the extrapolation itself
+            self.selection.scheduled(0, self.epoch, self.log)
         try:
             while (stopped := self.stop_reason(session)) is None:
                 batch = self.next_batch()

@@ -19,6 +19,20 @@ Tensor = torch.Tensor
 
 KINDS = ("l2", "l1", "l1+l2")
 
+#: Balanced losses (Shi et al., NeurIPS 2017, Sec. 4.2): a target pixel's weight from its rain
+#: rate in mm/h, 1 below 2 mm/h, then 2, 5, 10 and 30 from 2, 5, 10 and 30 mm/h on.
+BALANCE_RATES = (2.0, 5.0, 10.0, 30.0)
+BALANCE_WEIGHTS = (1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+def balance(target: Tensor, levels: tuple[float, ...]) -> Tensor:
+    """The balanced loss's weight of each target element; `levels` are `BALANCE_RATES` in the
+    model's units (through the data transform, which is increasing)."""
+    w = torch.full_like(target, BALANCE_WEIGHTS[0])
+    for level, lower, upper in zip(levels, BALANCE_WEIGHTS, BALANCE_WEIGHTS[1:], strict=False):
+        w = w + (upper - lower) * (target >= level).to(target.dtype)
+    return w
+
 
 def elementwise(pred: Tensor, target: Tensor, kind: str) -> Tensor:
     """The unreduced error of each element for a loss kind."""
@@ -33,9 +47,14 @@ def elementwise(pred: Tensor, target: Tensor, kind: str) -> Tensor:
 
 
 def loss_terms(
-    pred: Tensor, target: Tensor, weight: Tensor | None, kind: str
+    pred: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    kind: str,
+    levels: tuple[float, ...] | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """(Σ w·e, Σ w) over all elements, in float32 even under autocast.
+    """(Σ w·b·e, Σ w) over all elements, in float32 even under autocast; b is the balanced
+    loss's weight when `levels` are given (`balance`), else 1.
 
     Split in two so that data-parallel training can normalise a masked mean by the weight of the
     global batch rather than each rank's share.
@@ -44,11 +63,15 @@ def loss_terms(
     target = target.float()
     if weight is None:
         err = elementwise(pred, target, kind)
+        if levels is not None:
+            err = err * balance(target, levels)
         return err.sum(), torch.tensor(float(err.numel()), device=err.device)
     weight = weight.float().expand_as(pred)
     # Uncovered targets are replaced by the (detached) prediction: zero error, zero gradient.
     target = torch.where(weight > 0, target, pred.detach())
     err = elementwise(pred, target, kind)
+    if levels is not None:
+        err = err * balance(target, levels)
     return (weight * err).sum(), weight.sum()
 
 

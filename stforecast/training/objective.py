@@ -8,11 +8,14 @@ window trained on by `reverse_sequences` (CMS-LSTM authors' code).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
+from stforecast.errors import ConfigError
 from stforecast.training import sampling
-from stforecast.training.losses import loss_terms, rollout_targets
+from stforecast.training.losses import BALANCE_RATES, loss_terms, rollout_targets
 
 Tensor = torch.Tensor
 
@@ -21,10 +24,11 @@ class Objective(nn.Module):
     """Rollout and loss in one `forward`, which is what DDP (and `torch.compile`) wraps: DDP
     then sees every use of the weights in the step it synchronises."""
 
-    def __init__(self, net: nn.Module, kind: str) -> None:
+    def __init__(self, net: nn.Module, kind: str, levels: tuple[float, ...] | None = None) -> None:
         super().__init__()
         self.net = net
         self.kind = kind
+        self.levels = levels  # the balanced loss's rain rates in model units, or None
 
     def forward(
         self,
@@ -34,15 +38,38 @@ class Objective(nn.Module):
         mask: Tensor | None,
         input_mask: Tensor | None,
         normalizer: Tensor,
+        guide: Tensor | None = None,
     ) -> Tensor:
         steps = targets.shape[1]
         # Truth fed by scheduled sampling: as the data give it, but never NaN (uncovered pixels
         # of a target the data layer did not fill would otherwise poison the whole rollout).
         future = torch.nan_to_num(targets) if mask is not None else None
-        out = sampling.rollout(self.net, inputs, steps, future, mask, input_mask)
+        out = sampling.rollout(self.net, inputs, steps, future, mask, input_mask, guide)
         ref, weight = rollout_targets(inputs, targets, coverage)
-        total, _ = loss_terms(out, ref, weight, self.kind)
+        total, _ = loss_terms(out, ref, weight, self.kind, self.levels)
         return total / normalizer
+
+
+def balance_levels(contract: Any) -> tuple[float, ...]:
+    """`losses.BALANCE_RATES` (mm/h) in the model's units: converted to the data's units, then
+    through the data transform. The data must be a rain rate (or reflectivity, through Z-R)."""
+    import numpy as np
+
+    from stforecast.data import transforms, units
+
+    if units.quantity(contract.units) not in ("rate", "reflectivity", "accumulation"):
+        raise ConfigError(
+            f"train.balanced weighs rain rates, but the data are in {contract.units!r}; "
+            "use it on precipitation (data.units = 'mm/h')"
+        )
+    rates = np.asarray(BALANCE_RATES)
+    values = units.convert(
+        rates, "mm/h", contract.units, step_seconds=contract.time_step_seconds,
+        zr=contract.processing.zr if contract.processing else units.MARSHALL_PALMER,
+    )  # fmt: skip
+    params = contract.transform.per_channel(1)[0]
+    transform, _ = transforms.from_dict({**contract.transform.to_dict(), "params": params})
+    return tuple(float(v) for v in np.asarray(transform.forward(np.asarray(values), params)))
 
 
 def reverse_time(

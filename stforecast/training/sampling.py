@@ -89,12 +89,13 @@ def rollout(
     future: Tensor | None = None,
     mask: Tensor | None = None,
     input_mask: Tensor | None = None,
+    guide: Tensor | None = None,
 ) -> Tensor:
     """`net.rollout`, plus reverse scheduled sampling of the observed frames when `input_mask`
     `(B, T_in-1)` is given: frame t (t >= 2) is the truth where the mask is 1, otherwise the
     model's own prediction of it. Returns every next-frame output `(B, T_in-1+steps, C, H, W)`."""
     if input_mask is None:
-        return net.rollout(inputs, steps, future=future, mask=mask)
+        return net.rollout(inputs, steps, future=future, mask=mask, guide=guide)
     B, T, _, H, W = inputs.shape
     p = net.patch_size
     observed = patchify(inputs, p)
@@ -104,6 +105,7 @@ def rollout(
             raise ValueError("scheduled sampling needs `future` with at least steps-1 frames")
         fed = patchify(future[:, : steps - 1], p)
         mask = mask[:, : steps - 1].to(fed.dtype)
+    g = net.latent_guide(guide, inputs, steps)
     state = net.zero_state(B, H // p, W // p, inputs)
     outputs = []
     pred = observed[:, 0]
@@ -118,6 +120,6 @@ def rollout(
             x = m * fed[:, t - T] + (1 - m) * pred
         else:
             x = pred
-        pred = net.step(x, state)
+        pred = net.step(x, state, None if g is None else g[:, t])
         outputs.append(pred)
     return unpatchify(torch.stack(outputs, dim=1), p)

@@ -27,13 +27,18 @@ class Stepper:
     """The net, what wraps it for training, its optimiser, and one update."""
 
     def __init__(
-        self, net: SequenceModel, cfg: TrainConfig, ctx: Context, device: torch.device
+        self,
+        net: SequenceModel,
+        cfg: TrainConfig,
+        ctx: Context,
+        device: torch.device,
+        levels: tuple[float, ...] | None = None,
     ) -> None:
         self.net, self.cfg, self.ctx, self.device = net, cfg, ctx, device
         net.to(device)
         self.precision = cfg.precision if device.type == "cuda" else "fp32"
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
-        module: nn.Module = Objective(net, cfg.loss)
+        module: nn.Module = Objective(net, cfg.loss, levels)
         if ctx.distributed:
             ids = [device.index] if device.type == "cuda" else None
             module = DistributedDataParallel(module, device_ids=ids)
@@ -95,13 +100,14 @@ class Stepper:
         mask: Tensor | None,
         input_mask: Tensor | None,
         lr: float,
+        guide: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """The updates of one step at rate `lr`: (loss, loss of the time-reversed sequence or
         None without `reverse_sequences`)."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         norm = self.normalizer(inputs, targets, coverage)
-        loss = self.update(inputs, targets, coverage, mask, input_mask, norm)
+        loss = self.update(inputs, targets, coverage, mask, input_mask, norm, guide)
         loss_rev = None
         if self.cfg.reverse_sequences:
             r_in, r_out, r_cov = reverse_time(inputs, targets, coverage)

@@ -113,7 +113,9 @@ def _batch_sums(
     if coverage is not None:
         coverage = coverage.to(device, non_blocking=True)
     with autocast():
-        out = net.rollout(inputs, t_out)
+        guide = batch.get("guide")
+        guide = None if guide is None else guide.to(device, non_blocking=True)
+        out = net.rollout(inputs, t_out, guide=guide)
     out = out.float()
     ref, weight = rollout_targets(inputs, targets, coverage)
     l2, wsum = loss_terms(out, ref, weight, "l2")

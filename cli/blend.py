@@ -1,0 +1,62 @@
+"""`stforecast blend`: fit the weights of the model against the extrapolation nowcast for the
+lead times beyond the model's training horizon, on a hindcast, into the run's model card."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from stforecast.cli.errors import engine_errors, fail
+from stforecast.cli.evaluate import archive_fields, parse_duration
+from stforecast.cli.signals import checked, deferred
+
+
+def blend(
+    data: Annotated[list[str], typer.Argument(help="Archive files, directories or globs.")],
+    model: Annotated[
+        Path | None,
+        typer.Option("--model", "-m", envvar="STFORECAST_MODEL", help="Run directory."),
+    ] = None,
+    hours: Annotated[
+        float | None, typer.Option(help="Longest lead time to fit, in hours (e.g. 4).")
+    ] = None,
+    steps: Annotated[int | None, typer.Option(help="Longest lead time to fit, in steps.")] = None,
+    start: Annotated[
+        str | None,
+        typer.Option(help="First reference time (default: the recipe's validation range)."),
+    ] = None,
+    end: Annotated[str | None, typer.Option(help="Last reference time (ISO 8601, UTC).")] = None,
+    every: Annotated[
+        str | None, typer.Option(help="Time between reference times (10min, 1h).")
+    ] = None,
+    archive: Annotated[
+        list[str] | None,
+        typer.Option("--archive", help="What the files do not say, as for evaluate --archive."),
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Fit the long-lead blend of a run on a hindcast and store it in its model card. The
+    period defaults to the recipe's validation split when that is a time range.
+
+    Example: stforecast blend /data/radar/ -m runs/radar --hours 4
+    """
+    if model is None:
+        raise fail("no model: pass --model RUN_DIR or set STFORECAST_MODEL")
+    if hours is None and steps is None:
+        raise fail("give the longest lead time to fit: --hours or --steps")
+    with engine_errors():
+        seconds = parse_duration(every) if every else None
+        with deferred():
+            from stforecast.evaluation.blending import fit_blending
+        result = fit_blending(
+            model, data, start=start, end=end, steps=steps, hours=hours, every=seconds,
+            archive=archive_fields(archive or []), device=device, progress=checked(),
+        )  # fmt: skip
+    leads = range(result.first_lead, result.first_lead + len(result.weights))
+    shown = ", ".join(f"{k}: {w:.2f}" for k, w in zip(leads, result.weights, strict=True))
+    typer.echo(f"{model}: model weight per lead (steps) beyond the training horizon: {shown}")
+    typer.echo(
+        f"fitted on {result.fitted_on['forecasts']} forecasts; written to {model}/model.json"
+    )
