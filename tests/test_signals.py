@@ -117,6 +117,19 @@ def signalled(
     return Outcome(rc, out, "".join(err), sent, caught, events)
 
 
+def before_handlers(res: Outcome, sig: int) -> bool:
+    """The signal came while Python started, before the CLI's handlers existed: the system's
+    default action (killed by it), or CPython's own end when Ctrl-C lands while it imports its
+    `site` module (a fatal error, exit 1). Nothing of stforecast had run then."""
+    if res.caught:
+        return False
+    return res.rc == -sig or (
+        sig == signal.SIGINT
+        and res.rc == 1
+        and "Fatal Python error: init_import_site" in res.stderr
+    )
+
+
 def assert_stopped(res: Outcome, sig: int, prefix: str | None = None) -> None:
     """The exit of a run that got `sig` (when it got it before it ended): 130/143 with one
     line; before the CLI set its handlers (Python starting), the system's default action."""
@@ -126,7 +139,7 @@ def assert_stopped(res: Outcome, sig: int, prefix: str | None = None) -> None:
     if sig == signal.SIGKILL:
         assert res.rc == -signal.SIGKILL, (res.rc, res.stderr[-2000:])
         return
-    if not res.caught and res.rc == -sig:  # killed while Python started: nothing was done
+    if before_handlers(res, sig):  # Python was starting: nothing was done
         return
     assert res.rc == 128 + sig, (res.rc, res.stderr[-3000:])
     expected = f"error: {WORDS[sig]}" if prefix is None else prefix
