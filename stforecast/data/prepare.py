@@ -44,6 +44,7 @@ from stforecast.data.windows import (
     assign_splits,
     fmt,
     split_bounds,
+    time_record,
     timeline,
     window_starts,
 )
@@ -313,13 +314,7 @@ def _manifest(cfg, da, line, split_ids, starts, transform, channels, stats) -> d
             "missing_fraction": float(1 - valid_counts.sum() / (n * n_ch * ny * nx)),
             "note": "missing values are filled in the store; `coverage` marks valid pixels",
         },
-        "time": {
-            "start": fmt(line.times[0]),
-            "end": fmt(line.times[-1]),
-            "frames": n,
-            "segments": [[fmt(line.times[a]), fmt(line.times[b - 1])] for a, b in line.segments],
-            "gaps": line.gaps,
-        },
+        "time": time_record(line),
         "split": {
             "method": "time ranges" if cfg.split.by_time else "fractions",
             "fractions": None if cfg.split.by_time else list(cfg.split.fractions),

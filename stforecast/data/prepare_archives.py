@@ -43,8 +43,8 @@ from stforecast.data.timestep import check_divides
 from stforecast.data.windows import (
     SPLITS,
     assign_splits,
-    fmt,
     split_bounds,
+    time_record,
     timeline,
     window_starts,
 )
@@ -186,18 +186,12 @@ def _contract(cfg, parts, transform, params, fills, step: int) -> DataContract:
 
 def _archive_manifest(p: dict[str, Any], report: Progress) -> dict[str, Any]:
     line, split_ids, starts, valid = p["line"], p["split"], p["starts"], p["valid"]
-    n, _, ny, nx = p["da"].shape
+    ny, nx = p["da"].shape[-2:]
     return {
         "name": p["item"].name,
         "grid": archive_grid(p["da"]).to_dict(),
         "sources": source_records(p["sources"], report),
-        "time": {
-            "start": fmt(line.times[0]),
-            "end": fmt(line.times[-1]),
-            "frames": n,
-            "segments": [[fmt(line.times[a]), fmt(line.times[b - 1])] for a, b in line.segments],
-            "gaps": line.gaps,
-        },
+        "time": time_record(line),
         "missing": {
             "frames_with_missing": int((valid.min(axis=1) < ny * nx).sum()),
             "missing_fraction": float(1 - valid.sum() / (valid.size * ny * nx)),

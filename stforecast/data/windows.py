@@ -121,6 +121,17 @@ def window_starts(split_ids: np.ndarray, segment: np.ndarray, length: int, strid
     return out
 
 
+def time_record(line: Timeline) -> dict:
+    """The manifest's `time` section of an archive's timeline."""
+    return {
+        "start": fmt(line.times[0]),
+        "end": fmt(line.times[-1]),
+        "frames": len(line.times),
+        "segments": [[fmt(line.times[a]), fmt(line.times[b - 1])] for a, b in line.segments],
+        "gaps": line.gaps,
+    }
+
+
 def split_bounds(times: np.ndarray, split_ids: np.ndarray, step: int) -> dict[str, list[str]]:
     """First frame time and end (last frame + one step) of each split, for the manifest."""
     out = {}

@@ -138,6 +138,22 @@ def projected_units(wkt: str) -> str | None:
     return {1.0: "m", 1000.0: "km"}.get(factor, f"{factor:g} m")
 
 
+def axis_attrs(wkt: str) -> tuple[dict[str, str], dict[str, str]]:
+    """CF attributes of the x and y coordinates on a grid in `wkt`: longitude/latitude for a
+    geographic CRS, projection coordinates (with their unit when known) otherwise."""
+    if wkt and crs_unit_factor(wkt) is None:
+        return (
+            {"standard_name": "longitude", "units": "degrees_east"},
+            {"standard_name": "latitude", "units": "degrees_north"},
+        )
+    x_attrs = {"standard_name": "projection_x_coordinate"}
+    y_attrs = {"standard_name": "projection_y_coordinate"}
+    units = projected_units(wkt)
+    if units:
+        x_attrs["units"] = y_attrs["units"] = units
+    return x_attrs, y_attrs
+
+
 def same_crs(a: str, b: str) -> bool:
     """Two WKT strings describe the same CRS (text first, pyproj's comparison when they differ)."""
     if a == b:

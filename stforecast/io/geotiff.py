@@ -137,16 +137,7 @@ class _Header:
             raise InputError(f"{self.path}: CRS not understood by pyproj ({err})") from err
         x = c + a * (np.arange(self.shape[1], dtype=np.float64) + 0.5)
         y = f + e * (np.arange(self.shape[0], dtype=np.float64) + 0.5)
-        if wkt and crs_mod.crs_unit_factor(wkt) is None:
-            x_attrs = {"standard_name": "longitude", "units": "degrees_east"}
-            y_attrs = {"standard_name": "latitude", "units": "degrees_north"}
-        else:
-            x_attrs = {"standard_name": "projection_x_coordinate"}
-            y_attrs = {"standard_name": "projection_y_coordinate"}
-            units = crs_mod.projected_units(wkt)
-            if units:
-                x_attrs["units"] = y_attrs["units"] = units
-        return Grid(y, x, wkt, x_attrs, y_attrs)
+        return Grid(y, x, wkt, *crs_mod.axis_attrs(wkt))
 
     def _packing(self, band: int) -> Packing:
         items = {**self.items, **self.band_items.get(band, {})}

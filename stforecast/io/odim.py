@@ -213,16 +213,7 @@ def _grid(where: dict, shape: tuple[int, int], path: Path) -> Grid:
         raise InputError(
             f"{path}: ODIM grid not understood ({' '.join(str(err).split())})"
         ) from err
-    if crs_mod.crs_unit_factor(wkt) is None:
-        x_attrs = {"standard_name": "longitude", "units": "degrees_east"}
-        y_attrs = {"standard_name": "latitude", "units": "degrees_north"}
-    else:
-        x_attrs = {"standard_name": "projection_x_coordinate"}
-        y_attrs = {"standard_name": "projection_y_coordinate"}
-        units = crs_mod.projected_units(wkt)
-        if units:
-            x_attrs["units"] = y_attrs["units"] = units
-    return Grid(y, x, wkt, x_attrs, y_attrs)
+    return Grid(y, x, wkt, *crs_mod.axis_attrs(wkt))
 
 
 @functools.lru_cache(maxsize=16)
