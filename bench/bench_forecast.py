@@ -10,6 +10,14 @@ process starts to its exit; the stage times come from its JSON log and the peak 
 a resident server (`stforecast serve`, started once; each client is a fresh process with
 `--socket`), with the server's start-up time and peak memory. Results are printed as Markdown
 tables for docs/benchmarks.md.
+
+`--onnx FILE` adds the forecast without PyTorch: the same fresh-process forecasts with
+`--model FILE` (exported from `--model` first when FILE does not exist), stage by stage beside
+the run directory's, the largest difference between the two files, and pysteps' own
+extrapolation nowcast (Lucas-Kanade motion, semi-Lagrangian advection, on the same newest files
+at their own resolution) as a fresh process too. `--onnx-only` skips the rest:
+
+    python bench/bench_forecast.py --model runs/radar_nowcast --onnx radar.onnx --onnx-only
 """
 
 from __future__ import annotations
@@ -79,6 +87,94 @@ def bench_forecast(
         "peak_mb": summary["peak_mb"],
         "grid": summary.get("tiles"),
     }
+
+
+PYSTEPS = """
+import sys, time
+t0 = time.perf_counter()
+import os, contextlib, io
+os.environ.setdefault("PYSTEPS_QUIET", "1")
+import numpy as np, xarray as xr
+with contextlib.redirect_stdout(io.StringIO()):
+    from pysteps import motion, nowcasts
+t1 = time.perf_counter()
+files, steps, out = sys.argv[1:-2], int(sys.argv[-2]), sys.argv[-1]
+fields, times = [], []
+for name in files:  # one frame per file, its time in a scalar variable
+    with xr.open_dataset(name) as ds:
+        fields.append(ds["precipitation"].values)
+        times.append(ds["valid_time"].values)
+        y, x = ds["y"].values, ds["x"].values
+rate = np.stack(fields).astype(np.float64) * 6.0  # mm per 10 min -> mm/h
+db = np.where(rate >= 0.1, 10 * np.log10(np.maximum(rate, 0.1)), -15.0)
+t2 = time.perf_counter()
+v = motion.get_method("LK")(db[-4:])
+fc = nowcasts.get_method("extrapolation")(db[-1], v, steps, extrap_kwargs={"outval": -15.0})
+fc = np.where(fc >= -10.0, 10 ** (fc / 10), 0.0).astype(np.float32)
+t3 = time.perf_counter()
+valid = times[-1] + (times[-1] - times[-2]) * np.arange(1, steps + 1)
+ds = xr.Dataset({"precipitation": (("time", "y", "x"), fc, {"units": "mm h-1"})},
+                coords={"time": valid, "y": y, "x": x})
+ds.to_netcdf(out, encoding={"precipitation": {"zlib": True}})
+t4 = time.perf_counter()
+print({"import": t1 - t0, "read": t2 - t1, "model": t3 - t2, "write": t4 - t3,
+       "grid": list(fc.shape[1:])})
+"""
+
+
+def bench_pysteps(data: str, hours: float, out: Path, newest: int = 6) -> dict:
+    """pysteps' extrapolation nowcast of the newest files, in a fresh process."""
+    import ast
+
+    files = [str(p) for p in sorted(Path(data).iterdir())[-newest:]]
+    steps = round(hours * 6)  # 10-minute frames
+    wall, peak, stdout = timed([sys.executable, "-c", PYSTEPS, *files, str(steps),
+                                str(out / "pysteps.nc")])  # fmt: skip
+    return {"wall": wall, "peak_mb": peak, **ast.literal_eval(stdout.strip().splitlines()[-1])}
+
+
+def bench_onnx(args: argparse.Namespace, out: Path) -> None:
+    """Fresh-process forecasts with the run directory and with its ONNX export, side by side,
+    the two files compared, and pysteps' nowcast of the same newest files."""
+    import numpy as np
+    import xarray as xr
+
+    if not Path(args.onnx).exists():
+        t0 = time.perf_counter()
+        timed([*command(), "export", "--model", args.model, "--format", "onnx", "--out",
+               args.onnx])  # fmt: skip
+        print(f"exported {args.onnx} in {time.perf_counter() - t0:.1f} s")
+    keys = ("start_up", "import", "load_model", "open", "read", "model", "write", "wall")
+    for label, newest in (("newest 6 files", 6), ("whole directory", 0)):
+        best = {}
+        for name, model in (("run directory", args.model), ("onnx", args.onnx)):
+            sub = out / name.replace(" ", "_")
+            sub.mkdir(exist_ok=True)
+            runs = [bench_forecast(model, args.data, args.hours, sub, newest)
+                    for _ in range(args.repeats)]  # fmt: skip
+            best[name] = min(runs, key=lambda r: r["wall"])
+            best[name]["walls"] = [r["wall"] for r in runs]
+        print(f"\n{label}, fresh process, best of {args.repeats}\n")
+        print("| stage (s) | run directory | onnx |\n|---|---:|---:|")
+        for key in keys:
+            print(f"| {key} | {best['run directory'][key]:.2f} | {best['onnx'][key]:.2f} |")
+        print(
+            f"| peak MB | {best['run directory']['peak_mb']:.0f} | {best['onnx']['peak_mb']:.0f} |"
+        )
+        for name in best:
+            print(f"{name}: walls " + ", ".join(f"{w:.2f}" for w in best[name]["walls"]))
+        files = [next((out / n).glob("*.nc")) for n in ("run_directory", "onnx")]
+        a, b = (xr.load_dataset(f) for f in files)
+        var = next(v for v in a.data_vars if v != "crs")
+        print(f"largest difference of the two files: {float(np.nanmax(abs(a[var] - b[var]))):.2e}")
+    runs = [bench_pysteps(args.data, args.hours, out) for _ in range(args.repeats)]
+    p = min(runs, key=lambda r: r["wall"])
+    print(
+        f"\npysteps extrapolation, newest 6 files, {p['grid'][0]}x{p['grid'][1]}, fresh process: "
+        f"wall {p['wall']:.2f} s (import {p['import']:.2f}, read {p['read']:.2f}, "
+        f"motion + extrapolation {p['model']:.2f}, write {p['write']:.2f}), "
+        f"peak {p['peak_mb']:.0f} MB; walls " + ", ".join(f"{r['wall']:.2f}" for r in runs)
+    )
 
 
 def start_server(model: str, sock: Path) -> tuple[subprocess.Popen, float]:
@@ -156,6 +252,8 @@ def main() -> None:
     parser.add_argument("--hours", type=float, default=4.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--memory-hours", default="1,4,8", help="leads for the memory check")
+    parser.add_argument("--onnx", help="an ONNX export of --model (made when missing)")
+    parser.add_argument("--onnx-only", action="store_true", help="only the --onnx comparison")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count()))
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
@@ -163,6 +261,10 @@ def main() -> None:
     print(f"`stforecast --help`: {bench_help(args.repeats):.3f} s (median of {args.repeats})")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
+        if args.onnx:
+            bench_onnx(args, out)
+            if args.onnx_only:
+                return
         for label, newest in (("whole directory", 0), ("newest 6 files", 6)):
             runs = [bench_forecast(args.model, args.data, args.hours, out, newest)
                     for _ in range(args.repeats)]  # fmt: skip

@@ -23,7 +23,10 @@ def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
 
 
 def _exit(message: str, code: int) -> typer.Exit:
+    from stforecast.cli.logjson import failed
+
     sys.stderr.write(f"error: {message}\n")
+    failed(message, code)
     return typer.Exit(code)
 
 

@@ -85,6 +85,13 @@ def evaluate(
         ),
     ] = "selected",
     quiet: Annotated[bool, typer.Option(help="No progress bar or table.")] = False,
+    log_json: Annotated[
+        bool,
+        typer.Option(
+            "--log-json",
+            help="Progress, the summary and any error as JSON lines on stdout (no bar, no table).",
+        ),
+    ] = False,
 ) -> None:
     """Score a run and the baselines by the same code: metrics.json, report.html, report.md.
 
@@ -92,6 +99,9 @@ def evaluate(
 
     Hindcast: stforecast evaluate /data/radar/ -m runs/radar --start 2020-10-31T09:00 --every 1h
     """
+    from stforecast.cli.logjson import emitter
+
+    emit = emitter(log_json, "evaluate")
     if model is None:
         raise fail("no model: pass --model RUN_DIR or set STFORECAST_MODEL")
     data = list(data or [])
@@ -124,10 +134,14 @@ def evaluate(
         _sweep(out_dir)
         try:
             doc = _run(model, out_dir, recipe, data, start, end, seconds, steps, device, weights,
-                       quiet, declared)  # fmt: skip
+                       quiet, declared, emit if log_json else None)  # fmt: skip
         finally:
             sweep_own([out_dir, out_dir / "figures"])  # after a signal
-    if not quiet:
+    if log_json:
+        methods = {name: m["summary"] for name, m in doc["methods"].items()}
+        emit({"stage": "done", "out": str(out_dir), "cases": doc.get("cases"),
+              "lead_minutes": doc["lead_minutes"], "summary": methods})  # fmt: skip
+    elif not quiet:
         _show(doc, out_dir)
 
 
@@ -154,7 +168,7 @@ def archive_fields(items: list[str]) -> dict | None:
 
 
 def _run(model, out_dir, recipe, data, start, end, every, steps, device, weights, quiet,
-         archive=None):  # fmt: skip
+         archive=None, emit=None):  # fmt: skip
     with deferred():  # a signal acts after the import (torch's C++ init aborts on one)
         from stforecast.evaluation.evaluate import evaluate as run
 
@@ -162,6 +176,10 @@ def _run(model, out_dir, recipe, data, start, end, every, steps, device, weights
         recipe=recipe, sources=data or None, start=start, end=end, every=every, steps=steps,
         device=device, weights=weights, archive=archive,
     )  # fmt: skip
+    if emit is not None:
+        from stforecast.cli.logjson import progress as json_progress
+
+        return run(model, out_dir, progress=checked(json_progress(emit)), **kwargs)
     if quiet:  # the progress callback stops the run after a swallowed signal
         return run(model, out_dir, progress=checked(), **kwargs)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn

@@ -1,8 +1,11 @@
 """`stforecast forecast`: the newest frames + a trained run -> a forecast file, for cron.
 
-Exit codes (docs/operations.md): 0 written, 1 internal error, 2 usage, 3 input data, 4 input does
-not fit the model, 5 another forecast holds the output's lock. Failures print one line on stderr
-(`--debug` adds the traceback); `--log-json` prints one JSON object per stage on stdout.
+Exit codes (docs/operations.md, shown by `--help`): 0 written, 1 internal error, 2 usage, 3 input
+data, 4 input does not fit the model, 5 another forecast holds the output's lock, 124 a server
+job past its timeout, 130/143 SIGINT/SIGTERM. Failures print one line on stderr (`--debug` adds
+the traceback); `--log-json` prints one JSON object per stage on stdout, each stamped with time,
+host and pid (`cli.logjson`). `--model` is a run directory or an exported `.onnx` file, which
+runs on onnxruntime without importing PyTorch.
 With `--socket` (or $STFORECAST_SOCKET) the job runs on a `stforecast serve` server, or here when
 none listens; a server job past the server's `--job-timeout` exits 124. A newest input frame a
 time step old or more (relative to `--reference-time`, else now) adds a `warning:` line to a
@@ -12,18 +15,22 @@ success; older than `--max-age` it is exit 3.
 from __future__ import annotations
 
 import gc
-import json
 import os
 import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
 from stforecast.cli.errors import fail
+from stforecast.cli.logjson import emitter
 from stforecast.cli.signals import cancelled, check, deferred, outcome, sweep_own
+from stforecast.devices import DEVICES
+
+Format = Literal["netcdf", "geotiff", "cog"]  # stforecast.io.write.FORMATS, without its imports
+Device = Literal[DEVICES]  # choices: completed by the shell, a wrong one is exit 2
 
 
 def _process_age() -> float | None:
@@ -48,7 +55,11 @@ def forecast(
     model: Annotated[
         Path | None,
         typer.Option(
-            "--model", "-m", envvar="STFORECAST_MODEL", help="Run directory (a trained model)."
+            "--model",
+            "-m",
+            envvar="STFORECAST_MODEL",
+            help="Run directory (a trained model), or its export `stforecast export --format "
+            "onnx` writes (runs on onnxruntime, without PyTorch).",
         ),
     ] = None,
     out: Annotated[
@@ -61,10 +72,20 @@ def forecast(
         ),
     ] = Path("."),
     format_: Annotated[
-        str | None,
-        typer.Option("--format", help="netcdf (CF-1.10) or geotiff (default: the recipe's)."),
+        Format | None,
+        typer.Option(
+            "--format",
+            help="netcdf (CF-1.10), geotiff or cog (a Cloud-Optimized GeoTIFF); default: the "
+            "recipe's.",
+        ),
     ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    device: Annotated[
+        Device,
+        typer.Option(
+            help="auto (CUDA, then MPS, then the CPU), cpu, cuda or mps (an ONNX model: cpu or "
+            "cuda).",
+        ),
+    ] = "auto",
     log_json: Annotated[
         bool, typer.Option("--log-json", help="One JSON object per stage on stdout.")
     ] = False,
@@ -109,6 +130,17 @@ def forecast(
     """Forecast from the newest frames of SOURCE with a trained run; atomic, locked, for cron.
 
     Example: stforecast forecast /data/radar/ --hours 4 -m runs/radar --out nowcasts/
+
+    Exit codes (docs/operations.md):
+
+      0    the forecast is written;
+      1    internal error (a bug; --debug shows the traceback);
+      2    usage: a bad option, recipe or model file;
+      3    input data: missing, unreadable, too few or too old frames;
+      4    the input does not fit the model (grid, units, variable, time step);
+      5    another forecast holds the output's lock;
+      124  the server job ran past its time limit (--socket);
+      130  interrupted (SIGINT), 143 terminated (SIGTERM): nothing written.
     """
     started = time.perf_counter()
     age = _process_age()
@@ -116,7 +148,7 @@ def forecast(
     # torch and xarray creates (about 0.3 s here); refcounting still frees every tensor.
     gc.disable()
 
-    emit = _emitter(log_json)
+    emit = emitter(log_json, "forecast")
     if recursive:  # directories as `DIR/**`: the form that also travels to a server
         from stforecast.io.sources import recursive_patterns
 
@@ -152,18 +184,6 @@ def forecast(
         emit(summary)
     elif not quiet:
         _report(summary)
-
-
-def _emitter(log_json: bool):
-    """Where the stages' events go: one JSON object per line on stdout with `--log-json`, else
-    nowhere (the human log is the final summary line, or the one error line)."""
-
-    def emit(event: dict[str, Any]) -> None:
-        if log_json:
-            sys.stdout.write(json.dumps(event, default=str) + "\n")
-            sys.stdout.flush()
-
-    return emit
 
 
 def _report(summary: dict[str, Any]) -> None:

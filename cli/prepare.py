@@ -46,12 +46,22 @@ def prepare(
     ] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing store.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    log_json: Annotated[
+        bool,
+        typer.Option(
+            "--log-json", help="Progress, the summary and any error as JSON lines on stdout."
+        ),
+    ] = False,
 ) -> None:
     """Read frames, check times, convert, crop/coarsen, split, normalise and write a store.
 
     Examples: stforecast prepare recipes/radar_nowcast.toml --out prepared/bom ·
     stforecast prepare 'radar/*.nc' --out prepared/radar --input-frames 6 --output-frames 6
     """
+    from stforecast.cli.logjson import emitter
+    from stforecast.cli.logjson import progress as json_progress
+
+    emit = emitter(log_json, "prepare")
     with deferred():  # a signal acts after the imports (C extensions' callbacks abort on one)
         from stforecast.config import apply_overrides, data_config, recipe_table
         from stforecast.data.prepare import prepare as run
@@ -82,11 +92,15 @@ def prepare(
             raise fail("give --out DIR (or data.store in the recipe)")
         if Path(target).exists() and not overwrite:
             raise fail(f"{target} already exists; pass --overwrite to replace it")
-        if quiet:  # the progress callback stops the run after a swallowed signal
-            manifest = run(cfg, target, overwrite=overwrite, progress=checked())
+        if quiet or log_json:  # the progress callback stops the run after a swallowed signal
+            shown = json_progress(emit) if log_json else None
+            manifest = run(cfg, target, overwrite=overwrite, progress=checked(shown))
         else:
             manifest = _with_progress(run, cfg, target, overwrite)
-    _summary(target, manifest, quiet)
+    if log_json:
+        emit({"stage": "done", "store": str(target), "frames": manifest["time"],
+              "windows": manifest["windows"]["counts"]})  # fmt: skip
+    _summary(target, manifest, quiet or log_json)
 
 
 def _with_progress(run, cfg, target, overwrite):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -29,6 +30,14 @@ def train(
         typer.Option(help="Validate, build the model, print its size and memory; no training."),
     ] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    log_json: Annotated[
+        bool,
+        typer.Option(
+            "--log-json",
+            help="Each logged step, validation, the summary and any error as JSON lines on "
+            "stdout (instead of the progress bar).",
+        ),
+    ] = False,
 ) -> None:
     """Train the recipe's model on its data; resumable, and data-parallel under torchrun.
 
@@ -36,8 +45,10 @@ def train(
     stforecast train recipes/moving_mnist.toml --set train.max_steps=2000 --out runs/mm ·
     torchrun --nproc-per-node 4 -m stforecast train recipes/radar_nowcast.toml
     """
+    from stforecast.cli.logjson import emitter
     from stforecast.config import load_recipe as load
 
+    emit = emitter(log_json and int(os.environ.get("RANK", "0")) == 0, "train")
     overrides = list(set_ or [])
     if device:
         overrides.append(f"train.device={device}")
@@ -51,8 +62,9 @@ def train(
             raise fail(f"{run_dir} already holds a run; pass --resume or another --out")
         if resume and not (run_dir / "checkpoints").exists():
             raise fail(f"{run_dir} has no checkpoints to resume from")
-        summary = _train(cfg, run_dir, resume, quiet)
-    if int(os.environ.get("RANK", "0")) == 0 and not quiet:
+        summary = _train(cfg, run_dir, resume, quiet, emit if log_json else None)
+    emit({"stage": "done", "run": str(run_dir), **summary})
+    if int(os.environ.get("RANK", "0")) == 0 and not (quiet or log_json):
         _report(run_dir, summary)
 
 
@@ -80,7 +92,7 @@ def _dry_run(cfg) -> None:
     )
 
 
-def _train(cfg, run_dir: Path, resume: bool, quiet: bool) -> dict:
+def _train(cfg, run_dir: Path, resume: bool, quiet: bool, emit) -> dict:
     """Train; SIGINT/SIGTERM in the loop stop it after the step in progress, with a checkpoint
     (a signal mid-step would leave nothing consistent to save; a second one exits at once)."""
     from stforecast.cli import signals
@@ -91,17 +103,20 @@ def _train(cfg, run_dir: Path, resume: bool, quiet: bool) -> dict:
     data = build_datasets(cfg)
     try:
         with signals.deferred():
-            return _run(cfg, run_dir, data, resume, quiet)
+            return _run(cfg, run_dir, data, resume, quiet, emit)
     except StoppedError as err:
         raise StoppedError(f"{err} (the same command with --resume)") from None
 
 
-def _run(cfg, run_dir: Path, data, resume: bool, quiet: bool) -> dict:
+def _run(cfg, run_dir: Path, data, resume: bool, quiet: bool, emit) -> dict:
     from stforecast.cli.signals import cancelled
     from stforecast.training import train as run
 
-    if quiet or int(os.environ.get("RANK", "0")) != 0:
-        return run(cfg, run_dir, data=data, resume=resume, stop=cancelled)
+    if emit is not None:  # --log-json: the trainer's events as they come
+        return run(cfg, run_dir, data=data, resume=resume, stop=cancelled,
+                   progress=lambda event: emit({"stage": "training", **event}))  # fmt: skip
+    if quiet or int(os.environ.get("RANK", "0")) != 0:  # warnings still reach stderr
+        return run(cfg, run_dir, data=data, resume=resume, stop=cancelled, progress=_warnings)
     from rich.progress import TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from stforecast.cli.progress import bar as progress_bar
@@ -113,6 +128,8 @@ def _run(cfg, run_dir: Path, data, resume: bool, quiet: bool) -> dict:
 
         def report(event: dict) -> None:
             nonlocal last_val
+            if event.get("warning"):
+                bar.console.print(f"[yellow]warning:[/] {event['warning']}", highlight=False)
             last_val = event.get("val") or last_val
             info = f"loss {event.get('loss', float('nan')):.4g} lr {event.get('lr', 0):.2g}"
             if event.get("it_s"):
@@ -122,6 +139,11 @@ def _run(cfg, run_dir: Path, data, resume: bool, quiet: bool) -> dict:
             bar.update(task, completed=event.get("step", 0), info=info)
 
         return run(cfg, run_dir, data=data, resume=resume, progress=report, stop=cancelled)
+
+
+def _warnings(event: dict) -> None:
+    if event.get("warning"):
+        sys.stderr.write(f"warning: {event['warning']}\n")
 
 
 def _report(run_dir: Path, summary: dict) -> None:

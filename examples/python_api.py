@@ -7,7 +7,9 @@ DATA is what `stforecast forecast` takes: a file, a directory of per-frame files
 figure shows the newest observed frame and three lead times on one colour scale, drawn with
 matplotlib's object API (`Figure`, no pyplot: works without a display). For a ready-made quick
 look, `stforecast.viz.quicklook.quicklook(ds, "forecast.gif")` (or
-`stforecast plot FILE --out X.gif`).
+`stforecast plot FILE --out X.gif`). The same with xarray objects in memory, in a notebook:
+examples/notebook.ipynb (`stforecast.open_frames` and `stforecast.forecast` also take an
+`xarray.Dataset` or `DataArray`; see docs/python-api.md).
 """
 
 from __future__ import annotations

@@ -40,6 +40,7 @@ class _Strict(BaseModel):
 
 
 TimeRange = tuple[dt.datetime, dt.datetime]
+Name = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")]  # NetCDF- and CF-safe
 
 
 def as_utc(t: dt.datetime) -> dt.datetime:
@@ -423,14 +424,21 @@ class EvaluateConfig(_Strict):
 
 
 class ForecastConfig(_Strict):
-    """`[forecast]`: defaults for `stforecast forecast` with a model trained on this recipe."""
+    """`[forecast]`: defaults for `stforecast forecast` with a model trained on this recipe (the
+    output's names and metadata: [outputs.md](outputs.md#what-a-catalogue-reads-acdd-13))."""
 
     hours: Annotated[float, Field(gt=0)] | None = Field(
         None, description="lead time to forecast (default: the model's output length)"
     )
-    format: Literal["netcdf", "geotiff"] = "netcdf"
-    institution: str = Field("", description="written to the output's `institution` attribute")
+    format: Literal["netcdf", "geotiff", "cog"] = "netcdf"  # cog: a Cloud-Optimized GeoTIFF
     title: str | None = Field(None, description="output title (default: generated)")
+    institution: str = Field("", description="the output's `institution` (default: the input's)")
+    license: str = Field("", description="the output's `license` (default: the input's licence)")
+    references: str = Field("", description="the output's `references` (default: the input's)")
+    source: str = Field("", description="the data, in `source` after the model (default: input's)")
+    attributes: dict[Name, str] = Field({}, description="more global attributes: creator_name, ...")
+    latlon: bool = Field(False, description="2-D `lat`, `lon` on a projected grid (NetCDF)")
+    variable_name: Name | list[Name] | None = Field(None, description="output name(s), by channel")
     allow_missing_frames: Annotated[int, Field(ge=0)] = Field(
         0,
         description="input frames that may be missing from the last T_in steps; they are "
@@ -442,17 +450,15 @@ class ForecastConfig(_Strict):
     tile_batch: Annotated[int, Field(ge=1)] = Field(16, description="tiles per model call")
     max_hours: Annotated[float, Field(gt=0)] = Field(
         24.0,
-        description="longest lead time a forecast may ask for, in hours (the model's own horizon "
-        "is always allowed): a day is far past a nowcast's skill, and a slip such as 100000 "
-        "steps fails at once (exit 2) instead of running for hours under the output's lock; "
-        "raise it for longer rollouts",
+        description="longest lead time a forecast may ask for, in hours (the model's horizon is "
+        "always allowed): a day is far past a nowcast's skill, and a slip (100000 steps) fails "
+        "at once (exit 2), not after hours under the output's lock; raise it for longer rollouts",
     )
     max_input_age: Annotated[float, Field(gt=0)] | None = Field(
         None,
-        description="the oldest the newest input frame may be, as ISO 8601 (`PT30M`) or seconds, "
-        "relative to the wall clock or to the expected reference time the caller gives; an "
-        "older one is an error (exit 3), so a stalled feed is not forecast as new (unset: no "
-        "limit; a newest frame one time step old or more only warns)",
+        description="the oldest the newest input frame may be, ISO 8601 (`PT30M`) or seconds, from "
+        "the wall clock or the expected reference time the caller gives; older is exit 3, so a "
+        "stalled feed is not forecast as new (unset: no limit; a step old or more only warns)",
     )
 
     @field_validator("max_input_age", mode="before")

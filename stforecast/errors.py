@@ -3,6 +3,14 @@ one mapping of any failure to (exit code, one line).
 
 The CLI prints `error: <message>` on one line and exits with `exit_code`; Python users catch the
 classes. Messages name the file, field or variable at fault.
+
+    try:
+        ds = stforecast.forecast(frames, "runs/radar", hours=2)
+    except stforecast.errors.ModelMismatch as err:   # exit 4 on the command line
+        print(err)
+
+Each class also has a short name without `Error` (`ModelMismatch`, `LockHeld`, ...): the same
+class, so either name catches it.
 """
 
 from __future__ import annotations
@@ -11,6 +19,32 @@ import contextlib
 import errno
 import os
 from collections.abc import Iterator
+
+__all__ = [
+    "Cancelled",
+    "CancelledError",
+    "ConfigError",
+    "FileSystemError",
+    "InputError",
+    "LockHeld",
+    "LockHeldError",
+    "MissingVariable",
+    "MissingVariableError",
+    "ModelMismatch",
+    "ModelMismatchError",
+    "StforecastError",
+    "Stopped",
+    "StoppedError",
+    "TimeLimit",
+    "TimeLimitError",
+    "environment_error",
+    "exit_status",
+    "is_bug",
+    "is_environmental",
+    "os_reason",
+    "write_failure",
+    "writing",
+]
 
 
 class StforecastError(Exception):
@@ -70,6 +104,15 @@ class TimeLimitError(StforecastError):
     output was written (exit 124, as `timeout(1)` exits): one client cannot hold the server."""
 
     exit_code = 124
+
+
+# Short public names: the same classes (`except ModelMismatch` catches a ModelMismatchError).
+ModelMismatch = ModelMismatchError
+LockHeld = LockHeldError
+MissingVariable = MissingVariableError
+Cancelled = CancelledError
+Stopped = StoppedError
+TimeLimit = TimeLimitError
 
 
 def exit_status(err: BaseException) -> tuple[int, str]:

@@ -2,32 +2,28 @@
 
 The exported graph is the whole forecast: normalised input frames `frames` `(B, T_in, C, H, W)`
 float32 -> normalised forecast `forecast` `(B, T_out, C, H, W)`, with T_in the card's
-`input_frames`, T_out `steps` (default: the card's `output_frames`) and H x W the model's frame
-size. The batch size B is free; the other dimensions are fixed. The recurrent rollout is unrolled
-(T_in - 1 + T_out steps), so a different T_in or T_out needs another export.
+`input_frames` and T_out `steps` (default: the card's `output_frames`). The batch size B is free.
+ONNX loops the model's recurrent step (`rundir.onnx_graph`): its optional input `steps` sets
+T_out, and a size-free model (channel norm, windowed attention) takes any H x W that its patch
+and window divide; otherwise H x W is the model's frame size. TorchScript traces the unrolled
+rollout (T_in - 1 + T_out steps, H x W fixed) with a scripted check of the input shape in front.
 
 A guided model (`options.guidance`) takes a second input, `guide` `(B, T_in - 1 + T_out, C, H, W)`:
 the extrapolation of the normalised frames that `stforecast.motion.guidance(frames[b], T_out)`
-gives (numpy and scipy, no torch). The graph takes it rather than computing it because the motion
-estimate (Lucas-Kanade with outlier rejection) has no ONNX equivalent worth the name; the export
-is verified with the guide computed by that function.
+gives (numpy and scipy, no torch); the motion estimate (Lucas-Kanade with outlier rejection) has
+no ONNX equivalent worth the name. The export is verified with guides made by that function.
 
 The model card travels inside the file: ONNX `metadata_props` (`stforecast_model_card`, the card
-JSON, plus `stforecast_version`, `input_frames`, `output_frames`), TorchScript extra files
-(`model_card.json`, and `export.json` with the same three fields). docs/export.md shows how to
-read them back.
+JSON, plus `stforecast_version`, `input_frames`, `output_frames` and, from a run directory, its
+`[forecast]` section and recipe digest), TorchScript extra files (`model_card.json`, and
+`export.json` with the same fields). docs/export.md shows how to read them back.
 
-ONNX goes through PyTorch's TorchScript-based exporter (opset 17): it handles every architecture
-(SDPA attention, pixel (un)shuffle patching, LayerNorm) with a free batch dimension and takes
-seconds. The torch.export-based exporter is the fallback where that one fails or is gone from
-torch; it is much slower and cannot keep CMS-LSTM's batch dimension free (the SE block's `chunk`
-on the batch axis), which is then refused with an `ExportError`. TorchScript is a trace of the
-rollout with a scripted check of the input shape in front.
-
-Every export is verified before it is written: the file is loaded back (onnxruntime,
-`torch.jit.load`) and run at batch sizes 1 and 3 (the trace used 2) against the PyTorch model in
-fp32. It is then written atomically, so a failure never leaves a partial file nor replaces an
-existing one.
+ONNX goes through PyTorch's TorchScript-based exporter (opset 17), which handles every
+architecture; the torch.export-based exporter is the fallback where that one fails or is gone
+from torch (much slower; a batch dimension it fixes, as CMS-LSTM's, is refused). Every export
+is verified before it is written: the file is loaded back (onnxruntime, `torch.jit.load`) and
+run at batch sizes 1 and 3 (the trace used 2) against the PyTorch model in fp32, then written
+atomically, so a failure never leaves a partial file nor replaces an existing one.
 """
 
 from __future__ import annotations
@@ -50,13 +46,18 @@ from torch import nn
 from stforecast import __version__
 from stforecast.errors import ConfigError, InputError, StforecastError, writing
 from stforecast.models import SequenceModel
+from stforecast.rundir.onnx_graph import (
+    CARD_KEY,
+    FORECAST_KEY,
+    GUIDE_NAME,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    RECIPE_KEY,
+    STEPS_NAME,
+)
 
 FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}  # the usual file names
-INPUT_NAME = "frames"
-GUIDE_NAME = "guide"  # the second input of a guided model
-OUTPUT_NAME = "forecast"
-CARD_KEY = "stforecast_model_card"  # ONNX metadata key of the card JSON
 CARD_FILE = "model_card.json"  # TorchScript extra file of the card JSON
 EXPORT_FILE = "export.json"  # TorchScript extra file: version, input and output frames
 OPSET = 17
@@ -79,18 +80,22 @@ def export(
     steps: int | None = None,
     verify: bool = True,
     tolerance: float = TOLERANCE,
+    metadata: dict[str, str] | None = None,
 ) -> Path:
     """Export `model` (with its `card`) to `path` as `fmt` ("onnx" or "torchscript").
 
-    The graph forecasts `steps` frames (default: the card's `output_frames`) from the card's
-    `input_frames`. With `verify` (default) the exported file is run at two batch sizes and must
-    match PyTorch within `tolerance` (max abs difference), else `ExportError` and nothing is
-    written. Returns `path`.
+    The graph forecasts `steps` frames (default: the card's `output_frames`; any number for
+    ONNX, through its optional `steps` input) from the card's `input_frames`. With `verify`
+    (default) the exported file is run at two batch sizes (and, for ONNX, a longer rollout on
+    another grid where the model is size-free) and must match PyTorch within `tolerance` (max
+    abs difference), else `ExportError` and nothing is written. `metadata` adds entries (the
+    run's `[forecast]` section and recipe digest, as `export_run` does). Returns `path`.
     """
     fmt = check_format(fmt)
     _check_packages(fmt, verify)
     path = _check_path(path, fmt)
     spec = _spec(model, card, steps)
+    spec["meta"].update(metadata or {})
     net = copy.deepcopy(model).to(device="cpu", dtype=torch.float32).eval()
     with _quiet(), torch.no_grad():
         to_bytes = _to_onnx if fmt == "onnx" else _to_torchscript
@@ -119,11 +124,17 @@ def export_run(
     _check_packages(fmt, verify)
     out = _check_path(out, fmt)
     from stforecast.data.contract import DataContract
-    from stforecast.rundir.load import load_model
+    from stforecast.io.sources import sha256
+    from stforecast.rundir.load import load_model, run_recipe, run_recipe_path
 
     model, card = load_model(run_dir, weights=weights, device="cpu")
     DataContract.from_card(card.get("input"), str(run_dir))  # a bad card: named as by `forecast`
-    return export(model, card, out, fmt, steps=steps, verify=verify)
+    own = run_recipe(Path(run_dir))  # its [forecast] defaults travel with the file
+    meta = {} if own is None else {
+        FORECAST_KEY: own.forecast.model_dump_json(),
+        RECIPE_KEY: sha256(run_recipe_path(Path(run_dir))),
+    }  # fmt: skip
+    return export(model, card, out, fmt, steps=steps, verify=verify, metadata=meta)
 
 
 def check_format(fmt: str) -> str:
@@ -165,17 +176,14 @@ def read_embedded_card(path: str | Path) -> dict[str, Any]:
 
 
 class _Rollout(nn.Module):
-    """The whole forecast as one graph input -> one output, `steps` fixed."""
+    """The whole forecast (TorchScript), `steps` fixed, the input's (T_in, C, H, W) checked."""
 
-    def __init__(self, net: SequenceModel, steps: int, check: tuple[int, ...] | None = None):
+    def __init__(self, net: SequenceModel, steps: int, check: tuple[int, ...]):
         super().__init__()
-        self.net = net
-        self.steps = steps
-        self.check = check  # (T_in, C, H, W) to check at run time (TorchScript)
+        self.net, self.steps, self.check = net, steps, check
 
     def forward(self, frames: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
-        if self.check is not None:
-            frames = _frames_checker()(frames, *self.check)
+        frames = _frames_checker()(frames, *self.check)
         return self.net(frames, self.steps, guide=guide)
 
 
@@ -210,9 +218,12 @@ def _spec(model: SequenceModel, card: dict[str, Any], steps: int | None) -> dict
             f"model card frame_size {h}x{w} differs from the model's "
             f"{model.frame_size[0]}x{model.frame_size[1]}"
         )
+    m = int(model.patch_size) * int((model.config.get("options") or {}).get("window") or 1)
     return {
         "input": (t_in, model.in_channels, h, w),
         "guided": bool(getattr(model, "guided", False)),
+        "size_free": bool(model.size_free),
+        "other_size": (h + m, w + 2 * m) if model.size_free else (h, w),  # a check of ONNX's
         "output_frames": t_out,
         "meta": {
             "stforecast_version": __version__,
@@ -222,15 +233,20 @@ def _spec(model: SequenceModel, card: dict[str, Any], steps: int | None) -> dict
     }
 
 
-def _example(batch: int, spec: dict[str, Any], seed: int = 0) -> tuple[torch.Tensor, ...]:
-    """Frames of `batch` sequences (and their guides, for a guided model)."""
+def _example(
+    batch: int, spec: dict[str, Any], seed: int = 0, size=None, steps=None
+) -> tuple[torch.Tensor, ...]:
+    """Frames of `batch` sequences (and their guides, for a guided model), of the exported
+    frame size and length unless `size` (H, W) or `steps` say otherwise."""
     gen = torch.Generator().manual_seed(seed)
-    frames = torch.rand(batch, *spec["input"], generator=gen, dtype=torch.float32)
+    t, c, h, w = spec["input"]
+    h, w = size or (h, w)
+    frames = torch.rand(batch, t, c, h, w, generator=gen, dtype=torch.float32)
     if not spec["guided"]:
         return (frames,)
     from stforecast.motion import guidance
 
-    steps = spec["output_frames"]
+    steps = steps or spec["output_frames"]
     guide = torch.from_numpy(np.stack([guidance(f.numpy(), steps) for f in frames]))
     return frames, guide
 
@@ -242,23 +258,78 @@ def _names(spec: dict[str, Any]) -> list[str]:
 # --- ONNX ------------------------------------------------------------------------------------
 
 
+class _Step(nn.Module):
+    """One step of the rollout at full resolution, the recurrent state explicit:
+    `(x, [g], *state) -> (next frame, *state)`; the ONNX file loops it (`_loop_graph`)."""
+
+    def __init__(self, net: SequenceModel):
+        super().__init__()
+        self.net = net
+        probe = net.zero_state(1, 1, 1, torch.zeros(1))
+        self.layout = [[t is not None for t in layer] for layer in probe[:-1]]
+        self.layout.append([probe[-1] is not None])
+        self.channels = [int(t.shape[1]) for t in _flat(probe)]
+
+    def forward(self, x: torch.Tensor, *rest: torch.Tensor):
+        g, flat = (rest[0], rest[1:]) if self.net.guided else (None, rest)
+        it = iter(flat)
+        state: list = [tuple(next(it) if on else None for on in ons) for ons in self.layout[:-1]]
+        state.append(next(it) if self.layout[-1][0] else None)
+        p = self.net.patch_size
+        g = None if g is None else nn.functional.pixel_unshuffle(g, p)
+        out = self.net.step(nn.functional.pixel_unshuffle(x, p), state, g)
+        return (nn.functional.pixel_shuffle(out, p), *_flat(state))
+
+    def example(self, batch: int, spec: dict[str, Any]) -> tuple[torch.Tensor, ...]:
+        _, c, h, w = spec["input"]
+        p = self.net.patch_size
+        x = torch.rand(batch, c, h, w, generator=torch.Generator().manual_seed(0))
+        zeros = [torch.zeros(batch, ch, h // p, w // p) for ch in self.channels]
+        return (x, x.clone(), *zeros) if self.net.guided else (x, *zeros)
+
+
+def _flat(state: list) -> list[torch.Tensor]:
+    """The tensors of a `zero_state`-shaped state, in order, without the unused (None)."""
+    out = [t for layer in state[:-1] for t in layer if t is not None]
+    return out + ([state[-1]] if state[-1] is not None else [])
+
+
+def _exportable(net: SequenceModel) -> SequenceModel:
+    """`net` (a copy) with the channel norm's shape taken from its weight rather than from the
+    input, which the TorchScript-based exporter cannot keep symbolic. Same values."""
+    from stforecast.models.norm import ChannelNorm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x.permute(0, 2, 3, 1)
+        y = nn.functional.layer_norm(y, (self.weight.shape[0],), self.weight, self.bias, self.eps)
+        return y.permute(0, 3, 1, 2)
+
+    for module in net.modules():
+        if isinstance(module, ChannelNorm):
+            module.forward = forward.__get__(module)
+    return net
+
+
 def _to_onnx(net: SequenceModel, card: dict[str, Any], spec: dict[str, Any]) -> bytes:
     import onnx
 
-    wrapper = _Rollout(net, spec["output_frames"]).eval()
-    example = _example(_TRACE_BATCH, spec)
-    names = _names(spec)
+    from stforecast.rundir.onnx_graph import loop_graph
+
+    step = _Step(_exportable(copy.deepcopy(net))).eval()  # verified against `net` itself
+    example = step.example(_TRACE_BATCH, spec)
+    names = ["x", "g"][: 2 if spec["guided"] else 1] + [f"s{i}" for i in range(len(step.channels))]
+    outputs = ["y"] + [f"o{i}" for i in range(len(step.channels))]
     try:
-        proto = _onnx_torchscript(wrapper, example, names)
+        body = _onnx_torchscript(step, example, names, outputs, spec["size_free"])
     except Exception as first:  # the exporter is gone from this torch, or fails on an op
         try:
-            proto = _onnx_dynamo(wrapper, example, names)
+            body = _onnx_dynamo(step, example, names, outputs, spec["size_free"])
         except Exception as second:
             raise ExportError(
                 f"ONNX export failed: {_first_line(first)}; "
                 f"the torch.export-based exporter too: {_first_line(second)}"
             ) from None
-    del proto.metadata_props[:]
+    proto = loop_graph(body, spec, step.channels, net.patch_size)
     for key, value in {CARD_KEY: json.dumps(card), **spec["meta"]}.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
@@ -272,34 +343,43 @@ def _to_onnx(net: SequenceModel, card: dict[str, Any], spec: dict[str, Any]) -> 
     return proto.SerializeToString()
 
 
-def _onnx_torchscript(wrapper: nn.Module, example: tuple[torch.Tensor, ...], names: list[str]):
+def _dims(names: list[str], size_free: bool) -> dict[str, dict[int, str]]:
+    """The free axes of the step's tensors: batch, and height/width of a size-free model."""
+    free = {0: "batch", 2: "height", 3: "width"} if size_free else {0: "batch"}
+    return {name: dict(free) for name in names}
+
+
+def _onnx_torchscript(step: nn.Module, example, names, outputs, size_free: bool):
     """PyTorch's TorchScript-based exporter (deprecated, still the robust one here)."""
     import onnx
 
     buffer = io.BytesIO()
     torch.onnx.export(
-        wrapper,
+        step,
         example,
         buffer,
         dynamo=False,
         input_names=names,
-        output_names=[OUTPUT_NAME],
-        dynamic_axes={name: {0: "batch"} for name in [*names, OUTPUT_NAME]},
+        output_names=outputs,
+        dynamic_axes=_dims([*names, *outputs], size_free),
         opset_version=OPSET,
         do_constant_folding=True,
     )
     return onnx.load_model_from_string(buffer.getvalue())
 
 
-def _onnx_dynamo(wrapper: nn.Module, example: tuple[torch.Tensor, ...], names: list[str]):
+def _onnx_dynamo(step: nn.Module, example, names, outputs, size_free: bool):
     """The torch.export-based exporter; refused where it fixed the batch size."""
     batch = torch.export.Dim("batch", min=1)
+    free = {0: batch}
+    if size_free:
+        free |= {2: torch.export.Dim("height", min=1), 3: torch.export.Dim("width", min=1)}
     program = torch.onnx.export(
-        wrapper,
+        step,
         example,
         input_names=names,
-        output_names=[OUTPUT_NAME],
-        dynamic_shapes=[{0: batch} for _ in names],
+        output_names=outputs,
+        dynamic_shapes=[free for _ in names],
         opset_version=max(OPSET, 18),
         dynamo=True,
         verbose=False,
@@ -332,7 +412,10 @@ def _to_torchscript(net: SequenceModel, card: dict[str, Any], spec: dict[str, An
 def _verify(
     net: SequenceModel, data: bytes, fmt: str, spec: dict[str, Any], tolerance: float
 ) -> None:
-    """Run the exported bytes at `VERIFY_BATCHES` and compare with PyTorch."""
+    """Run the exported bytes at `VERIFY_BATCHES` and compare with PyTorch; an ONNX file also
+    on a longer rollout (its `steps` input), on another grid where the model is size-free."""
+    t_out = spec["output_frames"]
+    cases = [(batch, None, t_out) for batch in VERIFY_BATCHES]
     if fmt == "onnx":
         import onnxruntime as ort
 
@@ -340,35 +423,37 @@ def _verify(
         options.log_severity_level = 3
         session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
 
-        def run(*x: torch.Tensor):
+        def run(steps: int, *x: torch.Tensor):
             feed = {name: t.numpy() for name, t in zip(_names(spec), x, strict=True)}
+            feed[STEPS_NAME] = np.array(steps, np.int64)
             return torch.from_numpy(session.run([OUTPUT_NAME], feed)[0])
 
+        cases.append((1, spec["other_size"], t_out + 2))
     else:
         loaded = torch.jit.load(io.BytesIO(data), map_location="cpu")
 
-        def run(*x: torch.Tensor):
+        def run(steps: int, *x: torch.Tensor):
             return loaded(*x)
 
-    t_out = spec["output_frames"]
-    for batch in VERIFY_BATCHES:
-        x = _example(batch, spec, seed=batch)
-        expected = net(x[0], t_out, guide=x[1] if len(x) > 1 else None)
+    for batch, size, steps in cases:
+        x = _example(batch, spec, seed=batch, size=size, steps=steps)
+        expected = net(x[0], steps, guide=x[1] if len(x) > 1 else None)
+        where = f"batch {batch}" + ("" if size is None else f", {size[0]}x{size[1]}, {steps} steps")
         try:
-            got = run(*x)
+            got = run(steps, *x)
         except Exception as err:
             raise ExportError(
-                f"the exported {fmt} file does not run at batch {batch}: {_first_line(err)}"
+                f"the exported {fmt} file does not run at {where}: {_first_line(err)}"
             ) from None
         if tuple(got.shape) != tuple(expected.shape):
             raise ExportError(
-                f"{fmt} export is wrong: batch {batch} gives shape {tuple(got.shape)}, "
+                f"{fmt} export is wrong: {where} gives shape {tuple(got.shape)}, "
                 f"PyTorch {tuple(expected.shape)}"
             )
         diff = float((got.float() - expected).abs().max())
         if not diff <= tolerance:
             raise ExportError(
-                f"{fmt} export differs from PyTorch by up to {diff:.3g} at batch {batch} "
+                f"{fmt} export differs from PyTorch by up to {diff:.3g} at {where} "
                 f"(tolerance {tolerance:g}); nothing was written"
             )
 

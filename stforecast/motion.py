@@ -9,7 +9,9 @@ in pixels per time step, (rows, cols).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -22,6 +24,29 @@ FLOW_PAIRS = 3
 #: Lucas–Kanade window radius and number of warps (pixels of the estimation grid).
 ILK_RADIUS = 7
 ILK_NUM_WARP = 3
+
+
+def _workers() -> int:
+    """Threads for the interpolations and flow estimates, which release the GIL: the CPUs this
+    process may use, at most 4 (the gain flattens there)."""
+    try:
+        return max(1, min(4, len(os.sched_getaffinity(0))))
+    except AttributeError:  # not Linux
+        return max(1, min(4, os.cpu_count() or 1))
+
+
+class _Serial:
+    """The executor interface, run in the caller's thread (one CPU, or no pool given)."""
+
+    def submit(self, fn: Callable, *args, **kwargs) -> Future:
+        done: Future = Future()
+        done.set_result(fn(*args, **kwargs))
+        return done
+
+
+def _pool() -> ThreadPoolExecutor | None:
+    n = _workers()
+    return ThreadPoolExecutor(n, thread_name_prefix="motion") if n > 1 else None
 
 
 def _block_mean(x: np.ndarray, f: int) -> np.ndarray:
@@ -56,6 +81,18 @@ def _spread(flow: np.ndarray, weight: np.ndarray, sigma: float) -> np.ndarray:
     return (num + lam * mean[:, None, None]) / (den + lam)
 
 
+def _pair(a: np.ndarray, b: np.ndarray, gap: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The Lucas–Kanade flow of one pair and its confidence (None when nothing is trusted)."""
+    size = 2 * ILK_RADIUS + 1
+    trusted = ~ndi.maximum_filter(gap, size=size + 2, mode="constant")
+    if not trusted.any():  # e.g. a missing frame
+        return None
+    flow = optical_flow_ilk(a, b, radius=ILK_RADIUS, num_warp=ILK_NUM_WARP, prefilter=True)
+    flow = np.nan_to_num(flow.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    gr, gc = np.gradient(0.5 * (a.astype(np.float64) + b))
+    return flow, ndi.uniform_filter(gr * gr + gc * gc, size=size, mode="mirror") * trusted
+
+
 def estimate_motion(frames: np.ndarray) -> np.ndarray:
     """Stationary motion field ``(2, H, W)`` = (rows, cols) in pixels per time step.
 
@@ -88,19 +125,17 @@ def estimate_motion(frames: np.ndarray) -> np.ndarray:
     fields = _estimation_fields(frames)
     fields = np.stack([_block_mean(x, f) for x in fields]).astype(np.float32)
     gaps = np.stack([_block_mean((~m).astype(np.float64), f) > 0 for m in finite])
-    size = 2 * ILK_RADIUS + 1
 
-    flows, weights = [], []
-    for i in range(len(fields) - 1):
-        a, b = fields[i], fields[i + 1]
-        gap = gaps[i] | gaps[i + 1]
-        trusted = ~ndi.maximum_filter(gap, size=size + 2, mode="constant")
-        if not trusted.any():  # e.g. a missing frame
-            continue
-        flow = optical_flow_ilk(a, b, radius=ILK_RADIUS, num_warp=ILK_NUM_WARP, prefilter=True)
-        flows.append(np.nan_to_num(flow.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0))
-        gr, gc = np.gradient(0.5 * (a.astype(np.float64) + b))
-        weights.append(ndi.uniform_filter(gr * gr + gc * gc, size=size, mode="mirror") * trusted)
+    pool = _pool()
+    try:
+        pairs = [(pool or _Serial()).submit(_pair, fields[i], fields[i + 1], gaps[i] | gaps[i + 1])
+                 for i in range(len(fields) - 1)]  # fmt: skip
+        estimates = [p for p in (job.result() for job in pairs) if p is not None]
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    flows = [flow for flow, _ in estimates]
+    weights = [weight for _, weight in estimates]
     if not flows:
         return np.zeros((2, H, W))
     flows, weights = np.stack(flows), np.stack(weights)
@@ -127,10 +162,12 @@ def estimate_motion(frames: np.ndarray) -> np.ndarray:
     return np.stack([ndi.map_coordinates(v, [rr, cc], order=1, mode="nearest") for v in flow])
 
 
-def departures(flow: np.ndarray, steps: int) -> Iterator[np.ndarray]:
+def departures(flow: np.ndarray, steps: int, pool: object = None) -> Iterator[np.ndarray]:
     """Departure points ``(2, H, W)`` (rows, cols) of every pixel for leads 1..``steps`` along a
     stationary ``flow``, traced back one step at a time: ``p_k = p_{k-1} - v(p_{k-1})`` with
-    ``v`` interpolated bilinearly at ``p_{k-1}``, so curved and varying flow is followed."""
+    ``v`` interpolated bilinearly at ``p_{k-1}``, so curved and varying flow is followed. With a
+    `pool` (an executor) the two components are interpolated at once."""
+    run = pool or _Serial()
     H, W = flow.shape[1:]
     vr = np.asarray(flow[0], dtype=np.float32)
     vc = np.asarray(flow[1], dtype=np.float32)
@@ -139,8 +176,9 @@ def departures(flow: np.ndarray, steps: int) -> Iterator[np.ndarray]:
     )
     for _ in range(steps):
         coords = np.stack([pr, pc])
-        pr = pr - ndi.map_coordinates(vr, coords, order=1, mode="nearest")
-        pc = pc - ndi.map_coordinates(vc, coords, order=1, mode="nearest")
+        dr, dc = (run.submit(ndi.map_coordinates, v, coords, order=1, mode="nearest")
+                  for v in (vr, vc))  # fmt: skip
+        pr, pc = pr - dr.result(), pc - dc.result()
         yield np.stack([pr, pc])
 
 
@@ -152,8 +190,17 @@ def advect(field: np.ndarray, flow: np.ndarray, steps: int, outside: float) -> n
     """
     src = np.asarray(field, dtype=np.float32)
     out = np.empty((steps, *src.shape), dtype=np.float32)
-    for k, at in enumerate(departures(flow, steps)):
-        out[k] = ndi.map_coordinates(src, at, order=1, mode="constant", cval=outside)
+    pool = _pool()  # lead k is sampled while the departures of lead k + 1 are traced
+    run = pool or _Serial()
+    try:
+        jobs = [run.submit(ndi.map_coordinates, src, at, output=out[k], order=1,
+                           mode="constant", cval=outside)
+                for k, at in enumerate(departures(flow, steps, pool))]  # fmt: skip
+        for job in jobs:
+            job.result()
+    finally:
+        if pool is not None:
+            pool.shutdown()
     return out
 
 

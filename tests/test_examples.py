@@ -466,7 +466,7 @@ def test_geotiff_walkthrough(tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
     assert len(list((work / "frames").glob("rain_*.tif"))) == 144
     (forecast,) = (work / "forecasts").glob("*.tif")
-    assert forecast.name == "band_data_cms_lstm_20240101T2350Z_PT1H.tif"
+    assert forecast.name == "precipitation_rate_cms_lstm_20240101T2350Z_PT1H.tif"
     with rasterio.open(forecast) as src:
         assert src.count == 6 and src.descriptions[0] == "+PT10M"
         assert src.tags(6)["valid_time"] == "2024-01-02T00:50:00Z"

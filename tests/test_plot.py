@@ -117,8 +117,9 @@ def _field(values: np.ndarray, units: str, name: str = "v") -> xr.Dataset:
 
 
 def _colours(png: Path) -> set[tuple[int, int, int]]:
+    """The colours of the maps: the image less the colour bar on its right (1.25 in)."""
     with Image.open(png) as im:
-        rgb = np.asarray(im.convert("RGB")).reshape(-1, 3)
+        rgb = np.asarray(im.convert("RGB"))[:, :-130].reshape(-1, 3)
     return {tuple(int(c) for c in px) for px in np.unique(rgb, axis=0)}
 
 
@@ -127,7 +128,8 @@ def test_rain_rates_use_discrete_levels_white_below_and_grey_missing(tmp_path):
     values[:, :, 20:] = 3.0 / 3600  # 3 mm/h in kg m-2 s-1: the 2-5 mm/h class once converted
     values[:, :10] = np.nan
     colours = _colours(quicklook(_field(values, "kg m-2 s-1"), tmp_path / "rain.png"))
-    assert (161, 217, 155) in colours  # #a1d99b, the 2-5 mm/h level
+    assert (49, 163, 84) in colours  # #31a354, the 2-5 mm/h level
+    assert (161, 217, 155) not in colours  # #a1d99b, 1-2 mm/h: no such value
     assert (176, 176, 176) in colours  # missing
     assert (255, 255, 255) in colours  # below 0.1 mm/h (and the background)
 
@@ -136,7 +138,7 @@ def test_other_quantities_use_viridis(tmp_path):
     values = np.linspace(270, 290, 2 * 20 * 20).reshape(2, 20, 20)
     colours = _colours(quicklook(_field(values, "K", "t2m"), tmp_path / "t.png"))
     assert (68, 1, 84) in colours  # viridis' first colour, at the minimum
-    assert (161, 217, 155) not in colours
+    assert (49, 163, 84) not in colours
 
 
 def test_north_is_up_whichever_way_the_rows_run(tmp_path):
@@ -230,6 +232,11 @@ def test_cli_writes_and_prints_the_path(made, tmp_path):
     assert frames(out) == 4
     res = cli(str(made["nc"]), "-o", str(tmp_path / "f.png"), "--variable", "rainrate")
     assert res.exit_code == 0, res.output
+    res = cli(str(made["nc"]), "-o", str(tmp_path / "g.png"), "--observed", "none",
+              "--coastlines", "none")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    res = cli(str(made["nc"]), "-o", str(tmp_path / "h.png"), "--coastlines", str(tmp_path / "no"))
+    assert res.exit_code == 3 and "no such coastline" in res.stderr
 
 
 @pytest.mark.parametrize(

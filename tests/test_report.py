@@ -178,7 +178,7 @@ def test_write_report_writes_html_markdown_and_figures(full_report):
     md = out["markdown"].read_text(encoding="utf-8")
     assert md.startswith("# Radar nowcast <test>\n")
     assert "### Against persistence" in md and "### Against extrapolation" in md
-    assert "| mse ↓ |" in md
+    assert "| MSE per frame [(mm/h)²] ↓ |" in md
     _no_temp_files(root)
 
 
@@ -203,7 +203,7 @@ def test_html_is_self_contained(full_report):
     # Captions carry the protocol text; a group figure falls back to its first scale's text.
     assert "critical success index" in text
     assert re.search(
-        r"FSS ≥ 1\.0 mm h-1, all scales[^<]*threshold 1\.0 in data units, scale 1 px</fig", text
+        r"FSS ≥ 1 mm/h, all scales[^<]*threshold 1\.0 in data units, scale 1 px</fig", text
     )
     # Modest size.
     assert out["html"].stat().st_size < 3_000_000
@@ -231,14 +231,15 @@ def test_summary_marks_best_value_per_row(full_report, metrics):
         return re.findall(r'<td(?: class="([^"]*)")?>([^<]*)</td>', m.group(1))
 
     # Columns model, persistence, extrapolation; the model is best for every score here.
-    for key in ("mse ↓", "far_1.0 ↓", "csi_1.0 ↑", "psnr ↑", "fss_0.1_4 ↑"):
+    mse = "MSE per frame [(mm/h)²] ↓"
+    for key in (mse, "FAR ≥ 1 mm/h ↓", "CSI ≥ 1 mm/h ↑", "PSNR [dB] ↑", "FSS ≥ 0.1 mm/h, 4 px ↑"):
         cells = row(key)
         assert len(cells) == 3
         assert [c for c, _v in cells] == ["best", "", ""], key
     model_mse = metrics["methods"]["model"]["summary"]["mse"]
-    assert row("mse ↓")[0][1] == f"{model_mse:.4g}"
+    assert row(mse)[0][1] == f"{model_mse:.4g}"
     md = out["markdown"].read_text(encoding="utf-8")
-    assert f"| mse ↓ | **{model_mse:.4g}** |" in md
+    assert f"| {mse} | **{model_mse:.4g}** |" in md
 
 
 def test_skill_table_by_hand():
@@ -273,24 +274,42 @@ def test_skill_table_by_hand():
 
 
 def test_skill_in_report_matches_skill_table(full_report, metrics):
+    """Scores are rows and lead times columns, so that many scores fit the page."""
     _root, out = full_report
     md = out["markdown"].read_text(encoding="utf-8")
     section = md[md.index("### Against persistence") : md.index("### Against extrapolation")]
-    header = next(line for line in section.splitlines() if line.startswith("| lead"))
-    columns = [c.strip() for c in header.strip("|").split("|")]
-    assert "mse (SS)" in columns and "csi_1.0 (Δ)" in columns and "fss_1.0_16 (Δ)" in columns
-    assert not any(c.startswith(("pod", "far", "ets", "mse_pixel")) for c in columns)
-    rows = [line for line in section.splitlines() if line.startswith("| +")]
-    assert len(rows) == len(LEADS)
-    mse_col = columns.index("mse (SS)")
+    lines = [line for line in section.splitlines() if line.startswith("| ")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert header == ["score", *(f"+{lead}" for lead in LEADS)]
+    rows = {line.split("|")[1].strip(): line for line in lines[2:]}
+    assert "MSE per frame [(mm/h)²] (SS)" in rows and "CSI ≥ 1 mm/h (Δ)" in rows
+    assert "FSS ≥ 1 mm/h, 16 px (Δ)" in rows
+    assert not any(r.startswith(("POD", "FAR", "ETS", "MSE per pixel")) for r in rows)
+    cells = [c.strip() for c in rows["MSE per frame [(mm/h)²] (SS)"].strip("|").split("|")][1:]
     expected = skill_table(metrics, "mse", "persistence")
-    for line, (lead, value) in zip(rows, expected, strict=True):
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        assert cells[0] == f"+{lead}"
+    assert len(cells) == len(expected) == len(LEADS)
+    for cell, (_lead, value) in zip(cells, expected, strict=True):
         if math.isnan(value):
-            assert cells[mse_col] == UNDEFINED  # persistence MSE undefined at 30 min
+            assert cell == UNDEFINED  # persistence MSE undefined at 30 min
         else:
-            assert float(cells[mse_col]) == pytest.approx(value, abs=5e-4)
+            assert float(cell) == pytest.approx(value, abs=5e-4)
+
+
+def test_skill_tables_wrap_after_twelve_leads(tmp_path):
+    leads = list(range(10, 250, 10))  # 24 leads: 4 hours of 10 minutes
+    metrics = {
+        "lead_minutes": leads,
+        "units": "mm h-1",
+        "methods": {
+            "model": {"mse": [1.0] * 24, "csi_1.0": [0.5] * 24},
+            "persistence": {"mse": [2.0] * 24, "csi_1.0": [0.25] * 24},
+        },
+    }
+    md = write_report(tmp_path, metrics)["markdown"].read_text(encoding="utf-8")
+    assert "### Against persistence (1 of 2)" in md and "### Against persistence (2 of 2)" in md
+    headers = [line for line in md.splitlines() if line.startswith("| score | +")]
+    assert [h.count("| +") for h in headers] == [12, 12]
+    assert headers[1].startswith("| score | +130 | +140 |") and headers[1].endswith("| +240 |")
 
 
 def test_only_model_method(tmp_path, metrics, samples):
@@ -311,14 +330,14 @@ def test_none_values_are_gaps_and_do_not_crash(metrics):
     assert isinstance(fig, Figure)
     ax = fig.axes[0]
     assert ax.get_xlabel() == "lead time [min]"
-    assert "mm h-1" in ax.get_ylabel() or "mm h-1" in ax.get_title()
+    assert "mm/h" in ax.get_ylabel() or "mm/h" in ax.get_title()
     lines = {line.get_label(): line for line in ax.get_lines()}
     assert list(lines) == ["model", "persistence", "extrapolation"]
     y = np.asarray(lines["model"].get_ydata(), dtype=float)
     assert np.isnan(y[4:]).all() and np.isfinite(y[:4]).all()
     assert ax.get_legend() is not None
     # Units on the axis label of a continuous score.
-    assert score_figure(metrics, "mae").axes[0].get_ylabel() == "MAE [mm h-1]"
+    assert score_figure(metrics, "mae").axes[0].get_ylabel() == "MAE per frame [mm/h]"
     assert "dB" in score_figure(metrics, "psnr").axes[0].get_ylabel()
     # All-None series.
     metrics["methods"]["persistence"]["ssim"] = [None] * len(LEADS)

@@ -148,7 +148,7 @@ def test_relative_paths_are_the_callers(server, plain, tmp_path, monkeypatch):
     ("source", "extra", "code"),
     [
         ("nope.nc", [], 3),  # missing input
-        ("archive", ["--format", "grib"], 2),  # usage, found by the engine
+        ("archive", ["--max-age", "soon"], 2),  # usage, found by the engine (--format is a choice)
         ("archive", ["--hours", "0.05"], 2),  # not a whole number of steps
         ("units", [], 4),  # input does not fit the model
     ],

@@ -36,6 +36,7 @@ from stforecast.rundir.layout import recipe_toml
 from stforecast.rundir.load import load_model
 from stforecast.rundir.tomlwriter import dumps
 from stforecast.training import TrainingError, order, sampling, train
+from stforecast.training import step as step_mod
 from stforecast.training.checkpoint import load_checkpoint, save_checkpoint
 from stforecast.training.losses import loss_terms
 from stforecast.training.objective import reverse_time
@@ -820,3 +821,60 @@ def test_cached_store_is_prepared_once_by_concurrent_callers(tmp_path, monkeypat
         t.join()
     assert not errors and len(calls) == 1
     assert (store / "manifest.json").exists()
+
+
+@pytest.mark.skipif(not step_mod.cpu_bf16(), reason="this CPU has no native bf16")
+def test_bf16_on_the_cpu_trains_under_autocast(tmp_path, monkeypatch):
+    """`precision = "bf16"` on the CPU autocasts the convolutions (they see bf16 inputs), trains
+    to a finite loss, records bf16 in the card, and keeps fp32 weights."""
+    seen: set[torch.dtype] = set()
+    real = torch.nn.functional.conv2d
+
+    def spy(x, *args, **kwargs):
+        out = real(x, *args, **kwargs)
+        seen.add(out.dtype)
+        return out
+
+    monkeypatch.setattr(torch.nn.functional, "conv2d", spy)
+    summary = train(small_recipe(max_steps=6, precision="bf16"), tmp_path, data=blob_data(16, 4))
+    assert math.isfinite(summary["loss"])
+    assert torch.bfloat16 in seen
+    card = json.loads((tmp_path / "model.json").read_text())
+    assert card["training"]["precision"] == "bf16"
+    assert all(w.dtype == torch.float32 for w in weights(tmp_path).values())
+
+
+def test_bf16_refused_on_a_cpu_without_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(step_mod, "cpu_bf16", lambda: False)
+    with pytest.raises(ConfigError, match="native bf16"):
+        train(small_recipe(max_steps=2, precision="bf16"), tmp_path, data=blob_data(8, 4))
+    with pytest.raises(ConfigError, match="not supported on cpu"):
+        train(small_recipe(max_steps=2, precision="fp16"), tmp_path / "b", data=blob_data(8, 4))
+
+
+def test_warns_once_when_validation_takes_most_of_the_time(tmp_path):
+    """Validating 64 sequences after every step of a batch of 4 takes most of the time: one
+    warning, in the log and in one progress event, naming the recipe fields that bound it; a
+    run validating one batch every 4 steps gets none."""
+    events: list[dict] = []
+    recipe = small_recipe(max_steps=6, val_every=1, checkpoint_every=100)
+    train(recipe, tmp_path / "slow", data=blob_data(16, 64), progress=events.append)
+    warned = [e["warning"] for e in events if e.get("warning")]
+    assert len(warned) == 1 and "train.val_batches" in warned[0] and "train.val_every" in warned[0]
+    logged = [r for r in read_metrics(tmp_path / "slow") if r["event"] == "warning"]
+    assert [r["message"] for r in logged] == warned
+
+    events.clear()
+    recipe = small_recipe(max_steps=8, val_every=4, val_batches=1, checkpoint_every=100)
+    train(recipe, tmp_path / "fast", data=blob_data(64, 4), progress=events.append)
+    assert not [e for e in events if e.get("warning")]
+
+
+def test_a_recipe_without_data_says_how_to_give_it():
+    from stforecast.config import load_recipe
+    from stforecast.training.datasets import build_datasets, describe
+
+    cfg = load_recipe(Path(__file__).parents[1] / "recipes" / "typhoon.toml")
+    for call in (build_datasets, describe):
+        with pytest.raises(ConfigError, match=r"--set data.sources='\[\"/data/frames/\*.nc\"\]'"):
+            call(cfg)

@@ -77,7 +77,8 @@ FIELD_NOTES: dict[str, str] = {
     "validation always feeds the forecasts back",
     "train.grad_clip": "clip the gradients' global norm to this value (unset: no clipping)",
     "train.device": "where to train; `auto` takes CUDA, then MPS, then the CPU",
-    "train.precision": "`bf16`/`fp16` autocast on CUDA; fp32 elsewhere (recorded in the card)",
+    "train.precision": "`bf16` autocast on CUDA and on CPUs with native bf16 (AVX-512 BF16, "
+    "AMX), `fp16` on CUDA; refused elsewhere (recorded in the card)",
     "train.compile": "wrap the model in `torch.compile`",
     "train.seed": "seed of weights, data order, crops, flips and sampling masks",
     "train.deterministic": "`torch.use_deterministic_algorithms` and deterministic cuDNN",
@@ -89,7 +90,8 @@ FIELD_NOTES: dict[str, str] = {
     "train.tensorboard": "also write TensorBoard event files when `tensorboard` is installed",
     # [forecast]
     "forecast.format": "output format of `stforecast forecast` when `--format` is not given: "
-    "CF-1.10 NetCDF or a multi-band GeoTIFF",
+    "CF-1.10 NetCDF, a multi-band GeoTIFF, or `cog`: that GeoTIFF as a Cloud-Optimized GeoTIFF "
+    "(tiled, with overviews)",
 }
 
 
@@ -381,6 +383,10 @@ def _param_type(param: Any) -> str:
         args = typing.get_args(annotation)
         if typing.get_origin(annotation) in (list, tuple) and args:
             annotation = args[0]
+        if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+            annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+        if typing.get_origin(annotation) is typing.Literal:  # choices: their values
+            return "|".join(str(v) for v in typing.get_args(annotation))
         return _ANNOTATION_TYPES.get(annotation, getattr(annotation, "__name__", "TEXT").upper())
     name = str(getattr(param.type, "name", "text")).lower()  # click
     return _CLICK_TYPES.get(name, name.upper())

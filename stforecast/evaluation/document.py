@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import os
 import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from stforecast import __version__
 from stforecast.errors import ConfigError
+from stforecast.viz.palette import unit_label
 
 if TYPE_CHECKING:
     from stforecast.evaluation.metrics import Scores
@@ -85,8 +88,10 @@ def metrics_document(
     data_range: float,
     clip: Any,
     skipped: list[dict[str, str]],
+    base: str | Path | None = None,
 ) -> dict[str, Any]:
-    """`metrics.json` (architecture.md contract): lists aligned with `lead_minutes`."""
+    """`metrics.json` (architecture.md contract): lists aligned with `lead_minutes`. `base`
+    (the directory metrics.json and the report go to) writes absolute paths relative to it."""
     methods = {}
     protocol: dict[str, str] = {}
     for name, s in scores.items():
@@ -115,7 +120,7 @@ def metrics_document(
 
     card = run.card
     weights = loaded_weights(card)
-    return {
+    doc = {
         "format": FORMAT,
         "version": VERSION,
         "lead_minutes": lead_minutes,
@@ -127,6 +132,7 @@ def metrics_document(
         "frames_per_lead": list(scores[METHOD].frames),
         "skipped": skipped,
         "data": data,
+        "grid": grid_entry(contract, test_split=data.get("mode") == "test split"),
         "model": {
             "run": str(run.path) if run.path else None,
             "architecture": card["architecture"].get("name"),
@@ -137,6 +143,60 @@ def metrics_document(
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "software": f"stforecast {__version__}",
     }
+    return portable_paths(doc, base) if base is not None else doc
+
+
+def grid_entry(contract: Any, *, test_split: bool) -> dict[str, Any]:
+    """The scored grid: `shape` and `spacing_metres` (the model's `data.spacing`, else the
+    cell size of a projected grid, else `pixel_size`; null where unknown, e.g. Moving MNIST),
+    and for the test split (the store's own grid) its `crs_wkt` and first and last cell
+    centres `x`, `y`, which place the report's sample panels on a map."""
+    from stforecast.io.crs import crs_unit_factor
+
+    grid, processing = contract.grid, contract.processing
+    spacing = processing.spacing if processing is not None else None
+    known = grid.x is not None and grid.y is not None and grid.shape[1] > 1
+    if spacing is None and known and grid.crs_wkt:
+        try:
+            factor = crs_unit_factor(grid.crs_wkt)
+        except Exception:  # an unreadable CRS: no spacing from it
+            factor = None
+        if factor:
+            spacing = abs(grid.x[1] - grid.x[0]) / (grid.shape[1] - 1) * factor
+    if spacing is None and processing is not None and processing.pixel_size:
+        spacing = processing.pixel_size
+    out: dict[str, Any] = {
+        "shape": list(grid.shape),
+        "spacing_metres": None if spacing is None else float(spacing),
+    }
+    if test_split and known and grid.crs_wkt:
+        out.update(crs_wkt=grid.crs_wkt, x=list(grid.x), y=list(grid.y))
+    return out
+
+
+# An absolute POSIX path inside a text: "/" after a space, a quote or the start, two parts or more.
+_ABSOLUTE = re.compile(r"(?<![\w/:.~-])/(?:[^\s/'\"`,;()\[\]{}<>|]+/)+[^\s/'\"`,;()\[\]{}<>|]*")
+
+
+def portable_paths(value: Any, base: str | Path) -> Any:
+    """`value` (the metrics document, a details table, any JSON-like value) with every
+    absolute path, whole or inside a text, written relative to `base` (the report's
+    directory), so that no path of the machine is left in metrics.json or the report. Paths
+    given relative stay as given."""
+    root = os.path.abspath(base)
+
+    def rel(match: re.Match[str]) -> str:
+        return os.path.relpath(match.group(0), root)
+
+    if isinstance(value, str):
+        if os.path.isabs(value) and "\n" not in value:
+            return os.path.relpath(value, root)
+        return _ABSOLUTE.sub(rel, value)
+    if isinstance(value, Mapping):
+        return {k: portable_paths(v, base) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [portable_paths(v, base) for v in value]
+    return value
 
 
 def paper_table(doc: dict[str, Any]) -> list[tuple[str, str, str, str]]:
@@ -198,29 +258,83 @@ def key_order(key: str) -> tuple:
     return (3, 0, 0.0, key, 0.0, "")
 
 
-def score_label(key: str, units: str = "", *, axis: bool = False) -> str:
-    """Readable name of a score key, with its units on an axis label."""
+def threshold_text(text: str) -> str:
+    """A threshold as written in a key (`"1.0"`) as a reader writes it (`"1"`)."""
+    try:
+        return f"{float(text):g}"
+    except ValueError:
+        return text
+
+
+def _with_unit(value: str, units: str) -> str:
+    shown = unit_label(units)
+    return f"{value} {shown}" if shown else value
+
+
+def score_label(
+    key: str, units: str = "", *, axis: bool = False, spacing_km: float | None = None
+) -> str:
+    """Readable name of a score key: thresholds with their unit (`CSI ≥ 1 mm/h`), FSS scales in
+    pixels and, with the grid spacing, km (`FSS ≥ 1 mm/h, 8 px (16 km)`); the score's unit on an
+    axis label (`MAE per pixel [mm/h]`)."""
     kind = family(key)
     name = LABELS.get(kind, key)
     rest = key[len(kind) + 1 :]
     fss = split_fss(key)
     if fss is not None:
-        text = f"FSS ≥ {fss[0]}{' ' + units if units else ''}, scale {fss[1]} px"
+        text = (
+            f"FSS ≥ {_with_unit(threshold_text(fss[0]), units)}, {scale_text(fss[1], spacing_km)}"
+        )
     elif kind in CATEGORICAL and rest:
-        text = f"{name} ≥ {rest}{' ' + units if units else ''}"
+        text = f"{name} ≥ {_with_unit(threshold_text(rest), units)}"
     elif kind == "fss" and rest:
-        text = f"FSS ≥ {rest}{' ' + units if units else ''}"
+        text = f"FSS ≥ {_with_unit(threshold_text(rest), units)}"
     elif rest == "pixel":
         text = f"{name} per pixel"
+    elif kind in ("mse", "mae") and not rest:
+        text = f"{name} per frame"
     elif key in LABELS:
         text = name
     else:
         text = key
     if axis:
-        unit = {"mse": f"({units})²" if units else "", "mae": units, "rmse": units, "psnr": "dB"}
+        shown = unit_label(units)
+        squared = f"({shown})²" if (" " in shown or "/" in shown) else f"{shown}²"
+        unit = {"mse": squared if shown else "", "mae": shown, "rmse": shown, "psnr": "dB"}
         if unit.get(kind):
             text += f" [{unit[kind]}]"
     return text
+
+
+def scale_text(scale: str, spacing_km: float | None) -> str:
+    """An FSS neighbourhood: `8 px`, or `8 px (16 km)` with the grid spacing."""
+    text = f"{scale} px"
+    size = sort_number(scale)[0]
+    if spacing_km and math.isfinite(size):
+        text += f" ({size * spacing_km:.3g} km)"
+    return text
+
+
+def verdict_label(key: str, units: str, spacing_km: float | None) -> str:
+    """A score as a verdict names it: `MSE`, `CSI ≥1 mm/h`, `FSS ≥1 mm/h at 16 km`."""
+    kind = family(key)
+    rest = key[len(kind) + 1 :]
+    fss = split_fss(key)
+    if fss is not None:
+        size = sort_number(fss[1])[0]
+        where = f"{size * spacing_km:.3g} km" if spacing_km else f"{fss[1]} px"
+        return f"FSS ≥{_with_unit(threshold_text(fss[0]), units)} at {where}"
+    if kind in CATEGORICAL and rest:
+        return f"{LABELS[kind]} ≥{_with_unit(threshold_text(rest), units)}"
+    return LABELS.get(kind, key)
+
+
+def grid_spacing_km(metrics: Mapping[str, Any]) -> float | None:
+    """The scored grid's spacing in km (`grid.spacing_metres`), None where unknown."""
+    grid = metrics.get("grid")
+    spacing = grid.get("spacing_metres") if isinstance(grid, Mapping) else None
+    value = as_number(spacing)
+    return value / 1000.0 if value > 0 else None
 
 
 # ------------------------------------------------------------------------------ reading

@@ -73,7 +73,7 @@ def evaluate(
     lead_minutes = lead_times(step, source.leads)
     doc = metrics_document(
         run, scores, lead_minutes=lead_minutes, cases=n, data=source.data,
-        data_range=data_range, clip=clip, skipped=skipped,
+        data_range=data_range, clip=clip, skipped=skipped, base=out_dir,
     )  # fmt: skip
     if not step:
         doc["lead_unit"] = "frame (Moving MNIST has no time step; lead_minutes counts frames)"

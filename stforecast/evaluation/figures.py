@@ -23,9 +23,11 @@ from stforecast.evaluation.document import (
     as_lead,
     check,
     family,
+    grid_spacing_km,
     key_order,
     leads_of,
     methods_of,
+    scale_text,
     score_label,
     series,
     series_keys,
@@ -33,7 +35,8 @@ from stforecast.evaluation.document import (
     split_fss,
     units_of,
 )
-from stforecast.viz.palette import Scale, error_scale, panel_scale
+from stforecast.viz.maps import MapGrid, axes_note, draw_layers, map_layers, style_axes
+from stforecast.viz.palette import Scale, display_scale, error_scale, rain_units
 
 __all__ = ["figure_keys", "group_keys", "png_bytes", "sample_figure", "score_figure"]
 
@@ -90,6 +93,7 @@ def score_figure(metrics: dict, key: str) -> Figure:
     leads = np.array(leads_of(metrics), dtype=float)
     methods = methods_of(metrics)
     units = units_of(metrics)
+    spacing = grid_spacing_km(metrics)
     groups = group_keys(metrics, key)
 
     fig = Figure(figsize=(6.4, 3.6), dpi=DPI, layout="constrained")
@@ -118,9 +122,10 @@ def score_figure(metrics: dict, key: str) -> Figure:
             plotted_methods.append((method, colour))
 
     ax.set_xlabel("lead time [min]")
-    ax.set_ylabel(score_label(groups[0][0] if len(groups) == 1 else key, units, axis=True))
-    title = (
-        score_label(key, units) if len(groups) == 1 else f"{score_label(key, units)}, all scales"
+    one = groups[0][0] if len(groups) == 1 else key
+    ax.set_ylabel(score_label(one, units, axis=True, spacing_km=spacing))
+    title = score_label(one, units, spacing_km=spacing) + (
+        "" if len(groups) == 1 else ", all scales"
     )
     ax.set_title(f"{title} against lead time", fontsize=11)
     ax.grid(True, alpha=0.3)
@@ -133,7 +138,11 @@ def score_figure(metrics: dict, key: str) -> Figure:
         method_handles = [Line2D([], [], color=c, label=m) for m, c in plotted_methods]
         scale_handles = [
             Line2D(
-                [], [], color="0.3", linestyle=SCALE_STYLES[g % len(SCALE_STYLES)], label=f"{s} px"
+                [],
+                [],
+                color="0.3",
+                linestyle=SCALE_STYLES[g % len(SCALE_STYLES)],
+                label=scale_text(s or "", spacing),
             )
             for g, (_k, s) in enumerate(groups)
         ]
@@ -220,17 +229,18 @@ class _Layout:
     """Where a panel's images and colour bars go: a fixed layout in inches from the top left
     (constrained layout is slow with this many axes), as figure fractions."""
 
-    def __init__(self, grid: tuple[int, int], ncols: int, rows: list[str]) -> None:
+    def __init__(self, grid: tuple[int, int], ncols: int, rows: list[str], ticks: bool) -> None:
         h, w = grid
         self.pw = pw = PANEL_INCHES
         self.ph = ph = pw * min(max(h / w if w else 1.0, 0.4), 2.5)
-        self.left, right, self.hgap, self.cbar = 0.42, 1.05, 0.06, 0.14
+        self.left, right, self.hgap, self.cbar = (0.72 if ticks else 0.42), 1.05, 0.06, 0.14
         gaps = [0.62] + [
             0.24 if r == 1 else 0.16 if rows[r] == ERROR_ROW else 0.05 for r in range(1, len(rows))
         ]
         self.tops = np.cumsum([g + (ph if r else 0.0) for r, g in enumerate(gaps)])
         self.width = self.left + ncols * pw + (ncols - 1) * self.hgap + right
-        self.height = float(self.tops[-1]) + ph + 0.1
+        self.foot = 0.45 if ticks else 0.1  # x tick labels under the last row, the note
+        self.height = float(self.tops[-1]) + ph + self.foot
         self.bar_x = self.left + ncols * pw + (ncols - 1) * self.hgap + 0.12
         self.interpolation = "nearest" if max(h, w) <= pw * DPI else "antialiased"
 
@@ -261,27 +271,76 @@ def _panel_title(
 def _colorbar(
     fig: Figure, image: Any, rect: list[float], name: str, scale: Scale, label: str
 ) -> None:
-    """One colour bar beside the rows it belongs to."""
+    """One colour bar beside the rows it belongs to; rain levels as equal boxes, as in
+    `stforecast plot`."""
     cax = fig.add_axes(rect, label=f"colorbar:{name}")
-    bar = fig.colorbar(image, cax=cax, extend=scale.extend)
+    ticks = list(scale.ticks) if scale.ticks else None
+    bar = fig.colorbar(
+        image, cax=cax, extend=scale.extend, ticks=ticks,
+        spacing="uniform" if scale.discrete else "proportional",
+    )  # fmt: skip
+    if ticks:
+        bar.ax.set_yticklabels([f"{t:g}" for t in ticks])
     bar.set_label(label, fontsize=8)
     bar.ax.tick_params(labelsize=7)
 
 
-def sample_figure(sample: dict) -> Figure:
+def panel_grid(grid: Any, shape: tuple[int, int]) -> MapGrid | None:
+    """The map of a sample's (H, W) frames: a `MapGrid`, or metrics.json's `grid` entry (its
+    CRS and first and last cell centres when they fit `shape`, else its spacing alone: km
+    from the corner); None when neither places it."""
+    if isinstance(grid, MapGrid):
+        return grid if (grid.y.size, grid.x.size) == tuple(shape) else None
+    if not isinstance(grid, Mapping):
+        return None
+    h, w = shape
+    x, y, wkt = grid.get("x"), grid.get("y"), str(grid.get("crs_wkt") or "")
+    if wkt and x and y and list(grid.get("shape") or [h, w]) == [h, w] and min(h, w) > 1:
+        from stforecast.io.crs import crs_unit_factor
+
+        try:
+            metres = crs_unit_factor(wkt)
+        except Exception:  # an unreadable CRS: the spacing alone, below
+            metres = -1.0
+        if metres != -1.0:
+            xs, ys = np.linspace(x[0], x[1], w), np.linspace(y[0], y[1], h)
+            return MapGrid(xs, ys, wkt, metres, metres is None)
+    spacing = grid.get("spacing_metres")
+    if isinstance(spacing, int | float) and spacing > 0:
+        xs = (np.arange(w) + 0.5) * spacing
+        label = f"x, y in km from the grid's corner ({spacing / 1000:g} km cells)"
+        return MapGrid(xs, (np.arange(h)[::-1] + 0.5) * spacing, "", 1.0, label=label)
+    return None
+
+
+def _shown(arr: np.ndarray, units: str) -> np.ndarray:
+    """Rain in the units the palette shows it in (mm/h, mm), anything else as it is."""
+    from stforecast.data import units as units_mod
+
+    target = rain_units(units)
+    if target is None or units_mod.equivalent(units, target):
+        return arr
+    return np.asarray(units_mod.convert(arr, units, target), dtype=float)
+
+
+def sample_figure(sample: dict, grid: Any = None) -> Figure:
     """Panel of one sample: rows = last inputs, truth, each method's forecast, model error.
 
-    Columns are at most six evenly spaced lead times. Data rows share one colour scale (discrete
-    rain-rate levels for units in mm, white below the first level; viridis otherwise); the error
-    row (forecast - truth of "model") uses a diverging colormap centred at 0. NaN (no coverage)
-    is grey.
+    Columns are at most six evenly spaced lead times. Data rows share one colour scale, the
+    one of `stforecast plot` (`viz.palette`: rain levels in mm/h or mm, white below 0.1;
+    viridis otherwise); the error row (forecast - truth of "model") uses a diverging colormap
+    centred at 0; the colour bars carry the unit. NaN (no coverage) is grey. `grid` (a
+    `MapGrid`, or metrics.json's `grid`; `sample["grid"]` first) puts km or degree ticks,
+    the graticule and coastlines on the panels.
     """
     inputs, truth, forecasts, leads = _sample_arrays(sample)
     units = str(sample.get("units") or "")
     n_out = truth.shape[0]
     columns = _lead_columns(n_out)
     n_inputs = min(inputs.shape[0], max(len(columns), 1), MAX_INPUT_PANELS)
-    shown_inputs = inputs[inputs.shape[0] - n_inputs :]
+    shown_inputs = _shown(inputs[inputs.shape[0] - n_inputs :], units)
+    truth = _shown(truth, units)
+    forecasts = {name: _shown(arr, units) for name, arr in forecasts.items()}
     step = None
     if leads is not None:
         step = leads[0] if n_out == 1 or leads[0] > 0 else leads[1] - leads[0]
@@ -294,13 +353,38 @@ def sample_figure(sample: dict) -> Figure:
     data_stack = [shown_inputs[:, None], truth[columns][:, None]]
     data_stack += [arr[columns][:, None] for arr in forecasts.values()]
     data = np.concatenate([d.reshape(-1) for d in data_stack])
-    scales = {"data": panel_scale(data, units)}
+    scale, _values, unit = display_scale(data, rain_units(units) or units)
+    scales = {"data": scale}
     if error is not None:
         scales["error"] = error_scale(error[columns])
-
-    layout = _Layout(truth.shape[1:], len(columns), [name for name, _arr in rows])
+    where = panel_grid(sample.get("grid") or grid, truth.shape[1:])
+    layers = map_layers(where) if where is not None else None
+    layout = _Layout(truth.shape[1:], len(columns), [name for name, _ in rows], where is not None)
     fig = Figure(figsize=(layout.width, layout.height), dpi=DPI)
-    images: dict[str, Any] = {}  # the last image of each scale, for its colour bar
+    images = _draw_rows(fig, layout, rows, columns, scales, where, layers, (n_inputs, step, leads))
+    if "data" in images:
+        data_rows = [r for r, (name, _arr) in enumerate(rows) if name != ERROR_ROW]
+        top = float(layout.tops[data_rows[0]])
+        bottom = float(layout.tops[data_rows[-1]]) + layout.ph
+        rect = layout.rect(layout.bar_x, top, layout.cbar, bottom - top)
+        _colorbar(fig, images["data"], rect, "data", scales["data"], unit or "value")
+    if "error" in images:
+        rect = layout.rect(layout.bar_x, float(layout.tops[-1]), layout.cbar, layout.ph)
+        label = f"error{' [' + unit + ']' if unit else ''}"
+        _colorbar(fig, images["error"], rect, "error", scales["error"], label)
+    title = str(sample.get("title") or "sample")
+    fig.suptitle(title, fontsize=10, y=1.0 - 0.12 / layout.height, va="top")
+    note = axes_note(where, layers) if where is not None and layers is not None else ""
+    if note:
+        fig.text(0.01, 0.04 / layout.height, note, fontsize=7, color="0.35", va="bottom")
+    return fig
+
+
+def _draw_rows(fig, layout, rows, columns, scales, where, layers, times) -> dict[str, Any]:
+    """Every panel; returns the last image of each scale, for its colour bar."""
+    n_inputs, step, leads = times
+    images: dict[str, Any] = {}
+    extent, origin = where.extent() if where is not None else (None, "upper")
     for r, (name, arr) in enumerate(rows):
         kind = "error" if name == ERROR_ROW else "data"
         for c, t in enumerate(columns):
@@ -308,28 +392,18 @@ def sample_figure(sample: dict) -> Figure:
                 continue
             ax = fig.add_axes(layout.panel(r, c))
             ax.set_label(f"panel:{r}:{c}:{name}")
-            ax.set_xticks([])
-            ax.set_yticks([])
+            style_axes(ax, where, x_labels=r == len(rows) - 1, y_labels=c == 0)
             title = _panel_title(name, c, t, n_inputs, step, leads)
             if title is not None:
                 ax.set_title(title, fontsize=8, pad=2)
             frame = arr[c] if name == "inputs" else arr[t]
             scale = scales[kind]
             images[kind] = ax.imshow(
-                frame, cmap=scale.cmap, norm=scale.norm, interpolation=layout.interpolation
-            )
+                frame, cmap=scale.cmap, norm=scale.norm, interpolation=layout.interpolation,
+                extent=extent, origin=origin,
+            )  # fmt: skip
+            if where is not None and layers is not None:
+                draw_layers(ax, where, layers, labels=r == 0 and c == 0, fontsize=5)
             if c == 0:
                 ax.set_ylabel(name, fontsize=9)
-    if "data" in images:
-        data_rows = [r for r, (name, _arr) in enumerate(rows) if name != ERROR_ROW]
-        top = float(layout.tops[data_rows[0]])
-        bottom = float(layout.tops[data_rows[-1]]) + layout.ph
-        where = layout.rect(layout.bar_x, top, layout.cbar, bottom - top)
-        _colorbar(fig, images["data"], where, "data", scales["data"], units or "value")
-    if "error" in images:
-        where = layout.rect(layout.bar_x, float(layout.tops[-1]), layout.cbar, layout.ph)
-        label = f"error{' [' + units + ']' if units else ''}"
-        _colorbar(fig, images["error"], where, "error", scales["error"], label)
-    title = str(sample.get("title") or "sample")
-    fig.suptitle(title, fontsize=10, y=1.0 - 0.12 / layout.height, va="top")
-    return fig
+    return images

@@ -8,21 +8,23 @@
 - `out_dir/report.md` with its figures as `out_dir/figures/*.png` (relative links).
 
 Every file is written atomically (a temporary file beside it, then `os.replace`), so a reader never
-sees a half-written report and an older report in `out_dir` is replaced as a whole.
+sees a half-written report and an older report in `out_dir` is replaced as a whole. No absolute
+path of the machine is written: paths are made relative to `out_dir` (`portable_paths`).
 
-Content: title, details (model run, data, test period, device, ... as given), a summary table of
-every method's `summary` (best value per row marked), skill of the model against persistence and
-against extrapolation per lead time (`evaluation.skill`), one figure per score family against lead
-time (MSE, MAE, RMSE, SSIM, PSNR, CSI at each threshold, FSS at each threshold with one line style
-per neighbourhood scale), the sample panels (inputs, truth, forecasts, model error), and the
-protocol (`evaluation.figures` draws them).
+Content: title; the verdict, one sentence per baseline on where the model beats it, at which
+leads and by which score (`evaluation.skill.verdict`); details (model run, data, grid, ... as
+plain rows); a summary table of every method's `summary` (best value per row marked); the skill
+of the model against each baseline, scores as rows and lead times as columns (at most 12 a
+table); one figure per score family against lead time (MSE, MAE, RMSE, SSIM, PSNR, CSI at each
+threshold, FSS at each threshold with one line style per neighbourhood scale), the sample panels
+(inputs, truth, forecasts, model error, on a map where the grid is known), and the protocol
+(`evaluation.figures` draws them). Thresholds carry the data's unit and FSS scales their size in
+km where metrics.json gives the grid spacing.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import html
 import json
 import math
 import re
@@ -36,10 +38,12 @@ from stforecast.evaluation.document import (
     as_number,
     check,
     direction,
+    grid_spacing_km,
     is_series,
     key_order,
     leads_of,
     methods_of,
+    portable_paths,
     protocol_text,
     score_label,
     split_fss,
@@ -53,7 +57,8 @@ from stforecast.evaluation.figures import (
     sample_figure,
     score_figure,
 )
-from stforecast.evaluation.skill import skill_keys, skill_table
+from stforecast.evaluation.page import Figure, Page, Table
+from stforecast.evaluation.skill import skill_keys, skill_table, verdict
 from stforecast.io.atomic import atomic_write_bytes
 
 __all__ = ["UNDEFINED", "write_report"]
@@ -89,55 +94,13 @@ def _summary_values(scores: Mapping[str, Any], n: int) -> dict[str, float]:
     return out
 
 
-class _Table:
-    """A table rendered to both HTML and Markdown; cells are (text, css class)."""
-
-    def __init__(
-        self,
-        header: list[str],
-        rows: list[list[tuple[str, str]]],
-        *,
-        css: str = "",
-        numeric: bool = True,
-    ) -> None:
-        self.header = header
-        self.rows = rows
-        self.css = css
-        self.numeric = numeric  # right-align the columns after the first (Markdown)
-
-    def html(self, caption: str = "") -> str:
-        cls = f' class="{self.css}"' if self.css else ""
-        out = [f'<div class="scroll"><table{cls}>']
-        if caption:
-            out.append(f"<caption>{html.escape(caption)}</caption>")
-        if any(self.header):
-            heads = "".join(f"<th>{html.escape(h)}</th>" for h in self.header)
-            out.append(f"<thead><tr>{heads}</tr></thead>")
-        out.append("<tbody>")
-        for row in self.rows:
-            cells = []
-            for i, (text, css) in enumerate(row):
-                tag = "th" if i == 0 else "td"
-                cls = f' class="{css}"' if css else ""
-                cells.append(f"<{tag}{cls}>{html.escape(text)}</{tag}>")
-            out.append("<tr>" + "".join(cells) + "</tr>")
-        out.append("</tbody></table></div>")
-        return "\n".join(out)
-
-    def markdown(self) -> str:
-        def esc(text: str) -> str:
-            return text.replace("|", "\\|").replace("\n", " ")
-
-        lines = ["| " + " | ".join(esc(h) for h in self.header) + " |"]
-        align = " ---: " if self.numeric else " --- "
-        lines.append("|" + "|".join([" --- "] + [align] * (len(self.header) - 1)) + "|")
-        for row in self.rows:
-            cells = [f"**{esc(t)}**" if "best" in css.split() else esc(t) for t, css in row]
-            lines.append("| " + " | ".join(cells) + " |")
-        return "\n".join(lines)
+def _label(key: str, metrics: Mapping[str, Any]) -> str:
+    """A row's name: the score with its units and, for FSS, its scale in km."""
+    units, spacing = units_of(metrics), grid_spacing_km(metrics)
+    return score_label(key, units, axis=True, spacing_km=spacing)
 
 
-def _summary_table(metrics: Mapping[str, Any]) -> _Table | None:
+def _summary_table(metrics: Mapping[str, Any]) -> Table | None:
     methods = methods_of(metrics)
     n = len(leads_of(metrics))
     values = {m: _summary_values(s, n) for m, s in methods.items()}
@@ -153,70 +116,108 @@ def _summary_table(metrics: Mapping[str, Any]) -> _Table | None:
         if sign is not None and len(finite) > 1:
             best = max(finite) if sign > 0 else min(finite)
         arrow = {1: " ↑", -1: " ↓"}.get(sign, "") if sign else ""
-        row = [(key + arrow, "")]
+        row = [(_label(key, metrics) + arrow, "")]
         for v in row_values:
             row.append((_fmt(v), "best" if best is not None and v == best else ""))
         rows.append(row)
-    return _Table(["metric", *methods], rows)
+    return Table(["score", *methods], rows)
 
 
-def _skill_table_render(metrics: Mapping[str, Any], reference: str) -> _Table | None:
+MAX_LEAD_COLUMNS = 12  # lead columns of one skill table; more leads continue in another
+
+
+def _skill_tables(metrics: Mapping[str, Any], reference: str) -> list[Table]:
+    """The model's skill against `reference`: one row per score, one column per lead time,
+    in tables of at most MAX_LEAD_COLUMNS leads, so that a 4-hour evaluation fits the page."""
     keys = skill_keys(metrics, reference)
     if not keys:
-        return None
-    columns = {k: skill_table(dict(metrics), k, reference) for k in keys}
-    header = ["lead [min]"] + [f"{k} ({'SS' if direction(k) == -1 else 'Δ'})" for k in keys]
-    rows = []
-    for i, lead in enumerate(leads_of(metrics)):
-        row = [(f"+{lead}", "")]
-        for k in keys:
-            v = columns[k][i][1]
-            css = "" if math.isnan(v) or v == 0 else ("pos" if v > 0 else "neg")
-            row.append((UNDEFINED if math.isnan(v) else f"{v:+.3f}", css))
-        rows.append(row)
-    return _Table(header, rows)
+        return []
+    leads = leads_of(metrics)
+    columns = {k: [v for _lead, v in skill_table(dict(metrics), k, reference)] for k in keys}
+    tables = []
+    for start in range(0, len(leads), MAX_LEAD_COLUMNS):
+        part = range(start, min(start + MAX_LEAD_COLUMNS, len(leads)))
+        rows = []
+        for key in keys:
+            kind = "SS" if direction(key) == -1 else "Δ"
+            row = [(f"{_label(key, metrics)} ({kind})", "")]
+            for i in part:
+                v = columns[key][i]
+                css = "" if math.isnan(v) or v == 0 else ("pos" if v > 0 else "neg")
+                row.append((UNDEFINED if math.isnan(v) else f"{v:+.3f}", css))
+            rows.append(row)
+        tables.append(Table(["score", *(f"+{leads[i]}" for i in part)], rows))
+    return tables
+
+
+def _plain(value: Any) -> str:
+    """A value of metrics.json or of the details as plain text, not JSON."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list | tuple):
+        return ", ".join(_plain(v) for v in value) if value else "none"
+    if isinstance(value, Mapping):
+        return "; ".join(f"{k} {_plain(v)}" for k, v in value.items())
+    return str(value)
+
+
+def _decoded(value: Any) -> Any:
+    """A details value that is a JSON object or list written as text, decoded."""
+    if isinstance(value, str) and value[:1] in "{[":
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _rows(name: str, value: Any) -> list[list[tuple[str, str]]]:
+    """Rows of one entry: a mapping becomes one row per field (`data mode`, `data sources`)."""
+    value = _decoded(value)
+    if isinstance(value, Mapping) and value:
+        out = []
+        for key, sub in value.items():
+            if key == "crs_wkt":
+                sub = "given (WKT)" if sub else "none"
+            elif key == "shape" and isinstance(sub, list):
+                sub = " \u00d7 ".join(str(v) for v in sub)
+            out.append([(f"{name} {key}", ""), (_plain(sub), "")])
+        return out
+    if name == "frames_per_lead" and isinstance(value, list) and len(set(value)) == 1:
+        return [[(name, ""), (f"{value[0]} at every lead", "")]]
+    if name == "skipped" and isinstance(value, list):
+        reasons = [f"{v.get('reference_time')}: {v.get('reason')}" for v in value[:5]]
+        more = f" (and {len(value) - 5} more)" if len(value) > 5 else ""
+        text = f"{len(value)}" + (": " + "; ".join(reasons) + more if reasons else "")
+        return [[(name, ""), (text, "")]]
+    return [[(name, ""), (_plain(value), "")]]
 
 
 def _details_rows(details: Mapping[str, Any] | None, metrics: Mapping[str, Any]) -> list[list]:
-    rows = [[(str(k), ""), (str(v), "")] for k, v in (details or {}).items()]
-    known = {"lead_minutes", "methods", "protocol"}
+    rows = [row for k, v in (details or {}).items() for row in _rows(str(k), v)]
+    known = {"lead_minutes", "methods", "protocol", "format", "version"}
     for key, value in metrics.items():
         if key in known or (details and key in details):
             continue
-        if isinstance(value, (str, int, float, bool)) or (
-            isinstance(value, (list, dict)) and len(json.dumps(value, default=str)) <= 200
-        ):
-            text = value if isinstance(value, str) else json.dumps(value, default=str)
-            rows.append([(str(key), ""), (str(text), "")])
+        named = {row[0][0] for row in rows}
+        rows += [row for row in _rows(str(key), value) if row[0][0] not in named]
     leads = leads_of(metrics)
     rows.append([("lead times [min]", ""), (", ".join(str(v) for v in leads), "")])
     rows.append([("methods", ""), (", ".join(methods_of(metrics)), "")])
     return rows
 
 
-CSS = """
-body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;margin:2em auto;
-max-width:1100px;padding:0 1em;color:#222;line-height:1.4}
-h1{border-bottom:2px solid #1f77b4;padding-bottom:.2em}
-h2{margin-top:1.6em;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:.88em}
-th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}
-th:first-child,td:first-child{text-align:left}
-thead th{background:#f0f4f8}
-caption{caption-side:top;text-align:left;font-weight:600;padding:.3em 0}
-td.best{font-weight:700;background:#e6f2e6}
-td.pos{color:#1a7f37}td.neg{color:#b42318}
-table.details th{background:#f7f7f7;font-weight:600}table.details td{text-align:left}
-figure{margin:1em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
-figcaption{font-size:.85em;color:#555}
-dl dt{font-weight:600;font-family:monospace}dl dd{margin:0 0 .6em 1.5em}
-.note{font-size:.88em;color:#555}nav a{margin-right:1em}.scroll{overflow-x:auto}
-"""
-
 SKILL_NOTE = (
     f"SS: skill score 1 {MINUS} s_model / s_ref for lower-is-better scores (1 perfect, 0 no "
     f"better than the reference, negative worse). Δ: difference s_model {MINUS} s_ref for "
     f"higher-is-better scores (positive better). {UNDEFINED}: undefined."
+)
+VERDICT_NOTE = (
+    "Beats: a better score than the baseline at that lead time, by a skill of at least 0.005 "
+    "(the skill tables below); closer is a draw. The scores named: MSE, MAE, CSI at each "
+    "threshold, FSS at each threshold at the neighbourhood nearest 16 km."
 )
 SUMMARY_NOTE = (
     "Mean over lead times. ↑ higher is better, ↓ lower is better; the best value per row is "
@@ -224,79 +225,11 @@ SUMMARY_NOTE = (
 )
 
 
-# ------------------------------------------------------------------------------ the page
-
-
-class _Page:
-    """The report as it is written: the HTML and the Markdown side by side, part by part."""
-
-    def __init__(self, title: str) -> None:
-        self.html: list[str] = [
-            "<!DOCTYPE html>",
-            '<html lang="en"><head><meta charset="utf-8">',
-            '<meta name="viewport" content="width=device-width, initial-scale=1">',
-            f"<title>{html.escape(title)}</title>",
-            f"<style>{CSS}</style></head><body>",
-            f"<h1>{html.escape(title)}</h1>",
-            '<nav><a href="#details">Details</a><a href="#summary">Summary</a>'
-            '<a href="#skill">Skill</a><a href="#scores">Scores</a><a href="#samples">Samples</a>'
-            '<a href="#protocol">Protocol</a></nav>',
-        ]
-        self.md: list[str] = [f"# {title}", ""]
-
-    def section(self, anchor: str, heading: str) -> None:
-        self.html.append(f'<h2 id="{anchor}">{heading}</h2>')
-        self.md += [f"## {heading}", ""]
-
-    def note(self, text: str) -> None:
-        self.html.append(f'<p class="note">{html.escape(text)}</p>')
-        self.md += [text, ""]
-
-    def table(self, table: _Table, caption: str = "", heading: str = "") -> None:
-        """A table; `caption` above it in HTML, `heading` (a level-3 one) in Markdown."""
-        self.html.append(table.html(caption=caption))
-        self.md += [f"### {heading}", ""] if heading else []
-        self.md += [table.markdown(), ""]
-
-    def figure(self, figure: _Figure) -> None:
-        name, alt, caption, png = figure
-        data = base64.b64encode(png).decode("ascii")
-        cap = f"<figcaption>{html.escape(alt)}{'. ' + html.escape(caption) if caption else ''}"
-        self.html.append(
-            f'<figure id="{html.escape(name[:-4])}"><img src="data:image/png;base64,{data}" '
-            f'alt="{html.escape(alt, quote=True)}">{cap}</figcaption></figure>'
-        )
-        clean_alt = alt.replace("[", "(").replace("]", ")")
-        self.md += [f"![{clean_alt}](figures/{name})", ""]
-        if caption:
-            self.md += [f"*{caption}*", ""]
-
-    def protocol(self, protocol: Mapping[str, Any]) -> None:
-        self.html.append("<dl>")
-        for key, text in protocol.items():
-            self.html.append(f"<dt>{html.escape(str(key))}</dt><dd>{html.escape(str(text))}</dd>")
-            self.md.append(f"- `{key}`: {text}")
-        self.html.append("</dl>")
-        self.md.append("")
-
-    def end(self) -> tuple[bytes, bytes]:
-        """The finished documents: (HTML, Markdown)."""
-        self.html.append("</body></html>")
-        return (
-            ("\n".join(self.html) + "\n").encode("utf-8"),
-            ("\n".join(self.md).rstrip() + "\n").encode("utf-8"),
-        )
-
-
-# A figure of the report: (file name, alt text, caption, png bytes).
-_Figure = tuple[str, str, str, bytes]
-
-
-def _score_figures(metrics: dict) -> list[_Figure]:
+def _score_figures(metrics: dict) -> list[Figure]:
     """One figure per score family (and FSS threshold) against lead time."""
     methods = methods_of(metrics)
     units = units_of(metrics)
-    figures: list[_Figure] = []
+    figures: list[Figure] = []
     for key in figure_keys(metrics):
         name = _slug(f"score_{key}") + ".png"
         label = score_label(key, units) + (
@@ -309,9 +242,11 @@ def _score_figures(metrics: dict) -> list[_Figure]:
     return figures
 
 
-def _sample_figures(samples: list[dict], first: int) -> list[_Figure]:
-    """The sample panels, numbered on from figure `first`."""
-    figures: list[_Figure] = []
+def _sample_figures(samples: list[dict], metrics: Mapping[str, Any], first: int) -> list[Figure]:
+    """The sample panels, numbered on from figure `first`, on the scored grid where
+    metrics.json places it."""
+    grid = metrics.get("grid") if isinstance(metrics.get("grid"), Mapping) else None
+    figures: list[Figure] = []
     for i, sample in enumerate(samples, start=1):
         name = f"sample_{i:02d}.png"
         sample_title = str(sample.get("title") or f"sample {i}")
@@ -321,7 +256,8 @@ def _sample_figures(samples: list[dict], first: int) -> list[_Figure]:
         if "model" in shown:
             caption += f", model error (forecast {MINUS} truth)"
         caption += ". Grey: no data."
-        figures.append((name, alt, caption, png_bytes(sample_figure(sample))))
+        figure = sample_figure(sample, grid=sample.get("grid") or grid)
+        figures.append((name, alt, caption, png_bytes(figure)))
     return figures
 
 
@@ -337,16 +273,20 @@ def write_report(
 
     Returns `{"html": Path, "markdown": Path, "figures": [Path, ...]}`. Every file is replaced
     atomically; figures of an older report in `out_dir/figures` that this one does not produce
-    (`score_*.png`, `sample_*.png`) are removed.
+    (`score_*.png`, `sample_*.png`) are removed. Absolute paths in `metrics` and `details`
+    are written relative to `out_dir`.
     """
     out_dir = Path(out_dir)
     fig_dir = out_dir / "figures"
     check(metrics)
+    metrics = portable_paths(metrics, out_dir)
+    details = portable_paths(dict(details or {}), out_dir)
     scores = _score_figures(metrics)
-    panels = _sample_figures(samples or [], first=len(scores) + 1)
-    page = _Page(title)
+    panels = _sample_figures(samples or [], metrics, first=len(scores) + 1)
+    page = Page(title)
+    _verdict(page, metrics)
     page.section("details", "Details")
-    page.table(_Table(["", ""], _details_rows(details, metrics), css="details", numeric=False))
+    page.table(Table(["", ""], _details_rows(details, metrics), css="details", numeric=False))
     _summary(page, metrics)
     _skill(page, metrics)
     page.section("scores", "Scores against lead time")
@@ -379,7 +319,7 @@ def write_report(
     return {"html": html_path, "markdown": md_path, "figures": figure_paths}
 
 
-def _summary(page: _Page, metrics: Mapping[str, Any]) -> None:
+def _summary(page: Page, metrics: Mapping[str, Any]) -> None:
     page.section("summary", "Summary")
     summary = _summary_table(metrics)
     if summary is None:
@@ -389,19 +329,36 @@ def _summary(page: _Page, metrics: Mapping[str, Any]) -> None:
     page.table(summary)
 
 
-def _skill(page: _Page, metrics: Mapping[str, Any]) -> None:
+def _baselines(metrics: Mapping[str, Any]) -> list[str]:
+    return [m for m in methods_of(metrics) if m != "model"]
+
+
+def _verdict(page: Page, metrics: Mapping[str, Any]) -> None:
+    page.section("verdict", "Verdict")
+    if "model" not in methods_of(metrics) or not _baselines(metrics):
+        page.note("No baseline scores to compare the model with.")
+        return
+    page.verdict([(ref, verdict(metrics, ref)) for ref in _baselines(metrics)])
+    page.note(VERDICT_NOTE)
+
+
+def _skill(page: Page, metrics: Mapping[str, Any]) -> None:
     page.section("skill", "Skill of the model against the baselines")
     skills = [
-        (ref, table)
-        for ref in ("persistence", "extrapolation")
-        if (table := _skill_table_render(metrics, ref)) is not None
+        (ref, tables) for ref in _baselines(metrics) if (tables := _skill_tables(metrics, ref))
     ]
     if not skills:
         page.note("No baseline scores to compare the model with.")
         return
     page.note(SKILL_NOTE)
-    for ref, table in skills:
-        page.table(table, caption=f"Skill against {ref}, per lead time", heading=f"Against {ref}")
+    for ref, tables in skills:
+        for i, table in enumerate(tables):
+            part = f" ({i + 1} of {len(tables)})" if len(tables) > 1 else ""
+            page.table(
+                table,
+                caption=f"Skill against {ref} per lead time [min]{part}",
+                heading=f"Against {ref}{part}",
+            )
 
 
 def _remove_stale_figures(fig_dir: Path, keep: Iterable[str]) -> None:

@@ -10,6 +10,9 @@ that the report's tables and a Python user's numbers agree.
   scores.
 
 Undefined values (None or NaN in either series, or a zero reference for a ratio) give NaN.
+
+`verdict(metrics, reference)` says it in one sentence: where the model beats the reference
+(skill > 0), at which leads and by which score, and where it loses.
 """
 
 from __future__ import annotations
@@ -26,11 +29,16 @@ from stforecast.evaluation.document import (
     check,
     direction,
     family,
+    grid_spacing_km,
     is_series,
     leads_of,
     methods_of,
     series,
     series_keys,
+    sort_number,
+    split_fss,
+    units_of,
+    verdict_label,
 )
 
 
@@ -94,3 +102,116 @@ def skill_keys(metrics: Mapping[str, Any], reference: str) -> list[str]:
             continue  # same skill as the per-frame sum
         keep.append(key)
     return keep
+
+
+# ------------------------------------------------------------------------------ the verdict
+
+FSS_KM = 16.0  # the neighbourhood a verdict names for FSS (evaluation.md: "about 16 km")
+TIE = 0.005  # a skill closer to 0 than this (a skill score or a difference) is a draw
+
+
+def _fss_scale(metrics: Mapping[str, Any], keys: list[str], threshold: str) -> str | None:
+    """The FSS key at `threshold` whose scale is nearest to 16 km (the largest in pixels
+    without a known grid spacing)."""
+    scales = [(k, split[1]) for k in keys if (split := split_fss(k)) and split[0] == threshold]
+    if not scales:
+        return None
+    spacing = grid_spacing_km(metrics)
+
+    def distance(item: tuple[str, str]) -> float:
+        size = sort_number(item[1])[0]
+        return abs(size * spacing - FSS_KM) if spacing else -size
+
+    return min(scales, key=distance)[0]
+
+
+def verdict_keys(metrics: Mapping[str, Any], reference: str) -> list[str]:
+    """The scores a verdict against `reference` speaks of: MSE, MAE, CSI at every threshold,
+    FSS at every threshold at the scale nearest 16 km; SSIM too for Moving MNIST."""
+    keys = skill_keys(metrics, reference)
+    chosen = [k for k in ("mse", "mae") if k in keys]
+    if "mse" not in chosen and "mse_pixel" in keys:
+        chosen.insert(0, "mse_pixel")
+    chosen += [k for k in keys if family(k) == "csi"]
+    thresholds = list(dict.fromkeys(split[0] for k in keys if (split := split_fss(k))))
+    chosen += [k for t in thresholds if (k := _fss_scale(metrics, keys, t)) is not None]
+    if metrics.get("lead_unit") and "ssim" in keys:
+        chosen.append("ssim")
+    return chosen
+
+
+def lead_span(indices: list[int], leads: list[Any], unit: str = "min") -> str:
+    """Which leads `indices` (positions in `leads`) are, in words: `at every lead`, `from 40
+    min`, `at 10–30 min`, `at 10 and 50–60 min`, `at 9 of 24 leads` when more scattered than that
+    (`frame` counts frames)."""
+    if indices == list(range(len(leads))):
+        return "at every lead"
+    runs: list[list[int]] = []
+    for i in indices:
+        if runs and i == runs[-1][-1] + 1:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    if len(runs) > 2:
+        return f"at {len(indices)} of {len(leads)} leads"
+    if unit == "frame":
+        if len(runs) == 1 and runs[0][-1] == len(leads) - 1:
+            return f"from frame {leads[runs[0][0]]}"
+        unit, prefix = "", "at frames " if len(indices) > 1 else "at frame "
+    else:
+        if len(runs) == 1 and runs[0][-1] == len(leads) - 1:
+            return f"from {leads[runs[0][0]]} {unit}"
+        prefix = "at "
+    parts = [
+        f"{leads[r[0]]}" if len(r) == 1 else f"{leads[r[0]]}\u2013{leads[r[-1]]}" for r in runs
+    ]
+    listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    return f"{prefix}{listed}{' ' + unit if unit else ''}"
+
+
+def _groups(per_key: list[tuple[str, list[int]]], leads: list[Any], unit: str) -> str:
+    """`on CSI ≥1 mm/h and MAE at every lead, on MSE from 40 min`: scores with the same leads
+    together, the widest first."""
+    spans: dict[str, list[str]] = {}
+    width: dict[str, int] = {}
+    for label, indices in per_key:
+        text = lead_span(indices, leads, unit)
+        spans.setdefault(text, []).append(label)
+        width[text] = len(indices)
+    ordered = sorted(spans, key=lambda t: -width[t])
+    out = []
+    for text in ordered:
+        labels = spans[text]
+        joined = labels[0] if len(labels) == 1 else ", ".join(labels[:-1]) + " and " + labels[-1]
+        out.append(f"on {joined} {text}")
+    return ", ".join(out)
+
+
+def verdict(metrics: Mapping[str, Any], reference: str) -> str:
+    """One sentence on where the model beats `reference` (skill at least `TIE`, 0.005), at
+    which leads, by which score, and where it loses (at most -0.005), from metrics.json's
+    lists aligned with `lead_minutes`: "Beats extrapolation on CSI ≥1 mm/h at every lead, on
+    MSE from 40 min; loses on FSS ≥1 mm/h at 16 km at 10–30 min." Closer scores are a draw
+    and undefined ones count neither way."""
+    leads = leads_of(metrics)
+    unit = "frame" if metrics.get("lead_unit") else "min"
+    units = units_of(metrics)
+    wins: list[tuple[str, list[int]]] = []
+    losses: list[tuple[str, list[int]]] = []
+    for key in verdict_keys(metrics, reference):
+        skill = [s for _lead, s in skill_table(dict(metrics), key, reference)]
+        label = verdict_label(key, units, grid_spacing_km(metrics))
+        better = [i for i, s in enumerate(skill) if not math.isnan(s) and s >= TIE]
+        worse = [i for i, s in enumerate(skill) if not math.isnan(s) and s <= -TIE]
+        if better:
+            wins.append((label, better))
+        if worse:
+            losses.append((label, worse))
+    if not wins and not losses:
+        return f"No score of the model and {reference} to compare."
+    if not wins:
+        return f"Does not beat {reference}: loses {_groups(losses, leads, unit)}."
+    text = f"Beats {reference} {_groups(wins, leads, unit)}"
+    if losses:
+        text += f"; loses {_groups(losses, leads, unit)}"
+    return text + "."

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,13 +28,14 @@ from stforecast.data.resample import grid_frames
 from stforecast.data.spacing import cell_metres, to_spacing
 from stforecast.data.timestep import to_time_step
 from stforecast.data.windows import fmt
-from stforecast.errors import ConfigError, InputError, ModelMismatchError
+from stforecast.errors import ConfigError, InputError, MissingVariableError, ModelMismatchError
 from stforecast.io.sources import sha256
 from stforecast.io.times import iso_duration
 from stforecast.rundir.load import Run
 
 __all__ = [
     "Inputs",
+    "as_frames",
     "as_time",
     "check_grid",
     "check_spacing",
@@ -59,6 +61,36 @@ class Inputs:
     frames: xr.DataArray  # the same on the model's grid, with a channel dimension
     source_units: str
     wanted: np.ndarray  # the valid times the model needs, oldest first
+
+
+def as_frames(frames: Any, run: Run, variable: str | list[str] | None = None) -> xr.DataArray:
+    """The frames to forecast from, from what a Python caller has: `open_frames`' DataArray, an
+    `xarray.Dataset` or `xarray.DataArray` (CRS from its CF grid mapping or rioxarray), or
+    paths as `stforecast forecast` takes them. As the command line does, the model's variable
+    is taken (`variable` overrides) with the card's `time_pattern`; a variable that is not
+    there is a `ModelMismatchError` (exit 4) saying which one the model forecasts."""
+    from stforecast.io.memory import is_xarray, open_frames
+
+    if isinstance(frames, xr.DataArray) and "source_variable" in frames.attrs and not variable:
+        return frames  # open_frames' own output: checked against the card by `checked_inputs`
+    wanted = variable or run.contract.selection
+    if isinstance(frames, xr.DataArray) and frames.name is not None and not variable:
+        wanted = None  # a named DataArray is what it is: `checked_inputs` compares the names
+    if isinstance(frames, (str, os.PathLike)) or is_xarray(frames):
+        sources: Any = frames
+    elif isinstance(frames, (list, tuple)) and frames:
+        sources = list(frames)
+    else:
+        raise ConfigError(
+            "frames must be paths, an xarray Dataset or DataArray, or the DataArray "
+            f"stforecast.open_frames returns, got {type(frames).__name__}"
+        )
+    try:
+        return open_frames(
+            sources, variable=wanted, time_pattern=run.contract.processing.time_pattern
+        )
+    except MissingVariableError as err:
+        raise ModelMismatchError(f"{err} (the model forecasts {wanted!r})") from None
 
 
 def checked_inputs(frames: xr.DataArray, run: Run, allow_missing: int = 0) -> Inputs:

@@ -42,7 +42,7 @@ Cancel = threading.Event | Callable[[], bool]  # set (or returning True): stop, 
 __all__ = ["forecast_to_file", "output_name"]
 
 # The suffixes an output file may have for each format; none means the format given.
-_SUFFIXES = {"netcdf": (".nc", ""), "geotiff": (".tif", ".tiff", "")}
+_SUFFIXES = {"netcdf": (".nc", ""), "geotiff": (".tif", ".tiff", ""), "cog": (".tif", ".tiff", "")}
 
 
 def output_name(template: xr.Dataset, fmt_name: str) -> str:
@@ -184,7 +184,7 @@ def _output_file(out: Path, directory: bool, template: xr.Dataset, fmt_name: str
     from stforecast.io.write import SUFFIX
 
     variables = [n for n in template.data_vars if n != "crs"]
-    if fmt_name == "geotiff" and len(variables) > 1:
+    if fmt_name in ("geotiff", "cog") and len(variables) > 1:
         raise ConfigError(
             f"a GeoTIFF holds one variable; this model forecasts {len(variables)} "
             f"({', '.join(variables)}): write NetCDF"

@@ -31,7 +31,6 @@ from stforecast.data import transforms
 from stforecast.data.contract import Transform
 from stforecast.data.windows import fmt
 from stforecast.errors import ConfigError
-from stforecast.forecasting import blend as blending_
 from stforecast.forecasting.inputs import (
     as_time,
     checked_inputs,
@@ -109,9 +108,10 @@ def plan(
     x = transforms.normalise_frames(values, transform, params, fills)
     files = input_files(inputs.chosen, checksums)
     template = forecast_template(run, da, steps, inputs.names, inputs.source_units, files, opts)
+    fields = [n for n, v in template.data_vars.items() if v.dims[-2:] == ("y", "x")]  # output
     timings["prepare"] = time.perf_counter() - t1
 
-    mix = blending_.mixer(blending_.from_card(run.card, run.path) if blend else None, values)
+    mix = _mixer(run, values, blend)
 
     def leads() -> Iterator[dict[str, np.ndarray]]:
         stream = predict(
@@ -126,7 +126,7 @@ def plan(
             phys = mix(k, phys, steps)
             phys[no_coverage] = np.nan
             timings["model"] += time.perf_counter() - t2
-            yield {name: phys[c] for c, name in enumerate(inputs.names)}
+            yield {name: phys[c] for c, name in enumerate(fields)}
 
     info = {
         "steps": steps,
@@ -142,6 +142,16 @@ def plan(
     return Plan(template, leads(), [i["path"] for i in files], timings, info)
 
 
+def _mixer(run: Run, values: np.ndarray, blend: bool):
+    """The card's long-lead blend (`forecasting.blend`); without one, the model's leads as they
+    are, and the motion code (scipy, scikit-image) is not even imported."""
+    if not blend or run.card.get("blending") is None:
+        return lambda k, lead, steps: lead
+    from stforecast.forecasting import blend as blending
+
+    return blending.mixer(blending.from_card(run.card, run.path), values)
+
+
 def lead_steps(
     run: Run,
     *,
@@ -154,6 +164,17 @@ def lead_steps(
     anything runs: a slip of the finger must not hold the output's lock for hours."""
     if steps is not None and hours is not None:
         raise ConfigError("give hours or steps, not both")
+    n = _lead_steps(run, steps, hours, max_hours)
+    most = getattr(run.net, "max_steps", None)  # an ONNX file of an earlier export
+    if most is not None and n > most:
+        raise ConfigError(
+            f"{run.path} forecasts at most {most} leads, not {n}: export it again with this "
+            "version of stforecast (any number of leads)"
+        )
+    return n
+
+
+def _lead_steps(run: Run, steps: int | None, hours: float | None, max_hours: float | None) -> int:
     limit = run.options.max_hours if max_hours is None else max_hours
     if steps is not None:
         if steps < 1:
@@ -179,7 +200,9 @@ def _within_limit(run: Run, seconds: float, max_hours: float, asked: str) -> Non
     horizon = run.contract.output_frames * run.step
     if seconds <= max(max_hours * 3600, horizon):
         return
-    where = f"{run.path / RECIPE}" if run.path is not None else "the run's recipe"
+    where = "the run's recipe"
+    if run.path is not None:  # an exported file: the recipe of the run it came from
+        where = f"{run.path / RECIPE}" if run.path.is_dir() else f"the recipe of {run.path}'s run"
     raise ConfigError(
         f"{asked} is more than the longest lead time allowed, max_hours = {max_hours:g} h; "
         f"forecast less, or raise max_hours in the [forecast] section of {where}"

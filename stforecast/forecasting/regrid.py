@@ -7,11 +7,16 @@ grid's extent (the far rows and columns that did not fill a whole model cell) an
 the newest input frame had no value are missing (NaN). The file then has the input's
 coordinates, CRS and geotransform; `model_spacing_metres` and a `comment` say what was done.
 Models without a spacing are left as they are: their forecast is on the model's grid.
+
+`forecast` (the package's `stforecast.forecast`) is the whole path in memory: frames of any
+kind (`inputs.as_frames`), the plan, the leads on the input's grid.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,7 +25,10 @@ import xarray as xr
 from stforecast.data.archives import for_input
 from stforecast.data.resample import grid_frames
 from stforecast.data.spacing import interpolation, onto
+from stforecast.errors import ConfigError
+from stforecast.forecasting.inputs import as_frames, as_time
 from stforecast.forecasting.plan import Plan, materialise, plan
+from stforecast.io import cf
 from stforecast.io.grid import geotransform
 from stforecast.rundir.load import Run, as_run
 
@@ -80,10 +88,17 @@ def _template_on(t: xr.Dataset, native: xr.DataArray) -> xr.Dataset:
             data_vars[name] = (var.dims, zeros, var.attrs)
         else:
             data_vars[name] = var
-    coords: dict[str, Any] = {k: v for k, v in t.coords.items() if k not in ("y", "x")}
+    on_grid = ("y", "x")  # coordinates of the model's grid, rebuilt on the input's
+    coords: dict[str, Any] = {
+        k: v for k, v in t.coords.items() if not set(v.dims) & set(on_grid) and k not in on_grid
+    }
     ys, xs = native["y"].values.astype(np.float64), native["x"].values.astype(np.float64)
     coords["y"] = ("y", ys, t["y"].attrs)
     coords["x"] = ("x", xs, t["x"].attrs)
+    if "lat" in t.coords and "crs" in t:  # `[forecast] latlon`: of the input's cell centres
+        lat, lon = cf.latlon(t["crs"].attrs["crs_wkt"], ys, xs)
+        coords["lat"] = (on_grid, lat, t["lat"].attrs)
+        coords["lon"] = (on_grid, lon, t["lon"].attrs)
     attrs = dict(t.attrs)
     transform = native.attrs.get("transform")
     attrs["geotransform"] = [float(v) for v in transform] if transform else geotransform(ys, xs)
@@ -97,9 +112,60 @@ def _template_on(t: xr.Dataset, native: xr.DataArray) -> xr.Dataset:
 
 
 def forecast(
-    frames: xr.DataArray, model: Any, *, device: str = "auto", **options: Any
+    frames: Any,
+    model: Any,
+    *,
+    hours: float | None = None,
+    steps: int | None = None,
+    variable: str | list[str] | None = None,
+    device: str = "auto",
+    **options: Any,
 ) -> xr.Dataset:
-    """`stforecast.forecast`: the forecast in memory, on the input's own grid (`plan.plan`'s
-    options: `steps`, `hours`, `options`)."""
-    run = as_run(model, device)
-    return materialise(on_input_grid(plan(frames, run, **options), native_grid(frames, run)))
+    """Forecast from the newest frames in memory: `stforecast.forecast(frames, "runs/x", hours=2)`.
+
+    `frames`: what `stforecast.open_frames` returns, an `xarray.Dataset` or `xarray.DataArray`
+    (the CRS from its CF `grid_mapping`, rioxarray's `.rio.crs` or a `spatial_ref`
+    coordinate; times from its `time` coordinate), or paths as `stforecast forecast` takes
+    them. From a Dataset or from files the model's variable is taken (`variable=` overrides).
+    `model`: a run directory, what `stforecast.load_model` returns (`(network, card)`), or a
+    `Run` (`stforecast.rundir.load.load_run`); load it once to forecast many times.
+    `hours` (at the model's time step) or `steps` lead times, else the model's horizon;
+    `device`: `auto`, `cpu`, `cuda`; further `options` as for
+    `stforecast.forecasting.plan.plan` (`now`, `options`, `checksums`, `max_input_age`, `blend`).
+
+    Returns an `xarray.Dataset` laid out as the forecast file `stforecast forecast` writes
+    (CF-1.10 and ACDD-1.3), on the input's own grid: one `(time, y, x)` float32 variable per
+    channel, named after the input's variable, in the model's physical units (NaN where
+    the newest frame had no value); `time` the valid times, `forecast_period` the lead times,
+    `forecast_reference_time` the newest input frame's time; `x`, `y` the input's cell
+    centres with a `crs` grid-mapping variable (`crs_wkt`) when the input has a CRS; global
+    attributes `title`, `summary`, `geotransform`, `provenance` (JSON: model, weights, inputs).
+    `ds.to_netcdf(path)` writes it as it is (`stforecast forecast --out` also compresses, and
+    writes atomically under a lock).
+
+    Raises `stforecast.errors.InputError` (bad or too few frames), `ModelMismatch` (the input
+    does not fit the model: variable, units, CRS, grid spacing, time step) and `ConfigError`
+    (bad options), with the command line's messages.
+    """
+    run = _run(model, device)
+    da = as_frames(frames, run, variable)
+    now = options.get("now")
+    reference = None if now is None else as_time(now)
+    the_plan = plan(da, run, hours=hours, steps=steps, **options)
+    return materialise(on_input_grid(the_plan, native_grid(da, run, reference)))
+
+
+def _run(model: Any, device: str) -> Run:
+    """`model` as a `Run` (`rundir.load.as_run`); anything else, a network without its card
+    above all (it cannot be checked against the input), is a `ConfigError`."""
+    if isinstance(model, os.PathLike):
+        model = Path(model)
+    if isinstance(model, (Run, str, Path)) or (isinstance(model, tuple) and len(model) == 2):
+        return as_run(model, device)
+    try:  # a kind of model `as_run` learnt since; its TypeError is the refusal of any other
+        return as_run(model, device)
+    except TypeError:
+        raise ConfigError(
+            "model must be a run directory, the (network, card) that stforecast.load_model "
+            f"returns, or a Run; got {type(model).__name__} (a network alone has no model card)"
+        ) from None

@@ -66,9 +66,11 @@ class ModelCache:
         from stforecast.rundir.layout import BEST, CARD, CHECKPOINTS, RECIPE, WEIGHTS
 
         stamp = []
-        for name in (CARD, WEIGHTS, f"{CHECKPOINTS}/{BEST}", RECIPE):
+        # an exported `.onnx` file is its own card and weights: its own stamp
+        names = ("",) if run_dir.is_file() else (CARD, WEIGHTS, f"{CHECKPOINTS}/{BEST}", RECIPE)
+        for name in names:
             try:
-                st = os.stat(run_dir / name)
+                st = os.stat(run_dir / name if name else run_dir)
                 stamp.append((name, st.st_mtime_ns, st.st_size, st.st_ino))
             except OSError:
                 stamp.append((name, None))

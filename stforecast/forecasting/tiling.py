@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 
 from stforecast.errors import ModelMismatchError
-from stforecast.motion import guidance
 
 __all__ = ["grid_multiple", "predict", "tile_for", "tile_starts", "tile_weights"]
 
@@ -76,13 +75,18 @@ def predict(
 
     `tile=None` runs the whole grid at once (padded by reflection to what the model's patching
     and attention windows divide); otherwise overlapping tiles of that size run `batch` at a
-    time, each with its own recurrent state, and are blended per lead time.
+    time, each with its own recurrent state, and are blended per lead time. `net` is a PyTorch
+    `SequenceModel` on `device`, or a network with numpy in and out (`numpy_io`, the ONNX
+    file's `rundir.onnx_model.OnnxNet`), which never imports torch.
     """
+    if getattr(net, "numpy_io", False):
+        yield from _predict(net.stream, net, x, steps, tile, overlap, batch)
+        return
     import torch
 
     # Inference mode around each lead's computation, not across the yields: a caller that
     # abandons the generator (a cancelled job) must not leave its thread with autograd off.
-    leads = _predict(net, x, steps, tile, overlap, batch, device)
+    leads = _predict(_torch_stream(net, device), net, x, steps, tile, overlap, batch)
     while True:
         with torch.inference_mode():
             lead = next(leads, None)
@@ -91,37 +95,55 @@ def predict(
         yield lead
 
 
-def _predict(net, x, steps, tile, overlap, batch, device) -> Iterator[np.ndarray]:
+def _torch_stream(net: Any, device: Any):
+    """`net.stream` with numpy in and out: the seam between the tiling and a PyTorch model."""
     import torch
 
+    def stream(frames: np.ndarray, steps: int, guide: np.ndarray | None = None):
+        def on(a: np.ndarray):
+            return torch.from_numpy(np.ascontiguousarray(a)).to(device)
+
+        for lead in net.stream(on(frames), steps, guide=None if guide is None else on(guide)):
+            yield lead.float().cpu().numpy()
+
+    return stream
+
+
+def _predict(stream, net, x, steps, tile, overlap, batch) -> Iterator[np.ndarray]:
+    """The rollout of `stream(frames (B, T, C, H, W), steps, guide)`, numpy leads `(B, C, H, W)`,
+    on the whole grid or in tiles."""
     _T, C, H, W = x.shape
-    frames = torch.from_numpy(np.ascontiguousarray(x)).to(device)
+    frames = np.ascontiguousarray(x, dtype=np.float32)
     # A guided model's guide is the extrapolation of the whole domain, cut like the frames.
     guide = None
     if getattr(net, "guided", False):
-        guide = torch.from_numpy(guidance(x, steps)).to(device)
+        from stforecast.motion import guidance
+
+        guide = guidance(x, steps)
     if tile is None:
         m = grid_multiple(net)
         ph, pw = (-H) % m, (-W) % m
-        if ph or pw:
-            mode = "reflect" if ph < H and pw < W else "replicate"
-            frames = torch.nn.functional.pad(frames, (0, pw, 0, ph), mode=mode)
+        if ph or pw:  # torch's `reflect` and `replicate` padding, in numpy
+            mode = "reflect" if ph < H and pw < W else "edge"
+            pad = ((0, 0), (0, 0), (0, ph), (0, pw))
+            frames = np.pad(frames, pad, mode=mode)
             if guide is not None:
-                guide = torch.nn.functional.pad(guide, (0, pw, 0, ph), mode=mode)
+                guide = np.pad(guide, pad, mode=mode)
         whole = None if guide is None else guide[None]
-        for lead in net.stream(frames[None], steps, guide=whole):
-            yield lead[0, :, :H, :W].float().cpu().numpy()
+        for lead in stream(frames[None], steps, whole):
+            yield np.ascontiguousarray(lead[0, :, :H, :W])
         return
     rows = tile_starts(H, tile[0], overlap)
     cols = tile_starts(W, tile[1], overlap)
     boxes = tile_weights((H, W), tile, rows, cols)
-    crops = torch.stack([frames[:, :, r : r + tile[0], c : c + tile[1]] for r, c, _ in boxes])
     chunks = [range(i, min(i + batch, len(boxes))) for i in range(0, len(boxes), batch)]
-    guides = None
-    if guide is not None:
-        guides = torch.stack([guide[:, :, r : r + tile[0], c : c + tile[1]] for r, c, _ in boxes])
+
+    def crops(a: np.ndarray, chunk: range) -> np.ndarray:
+        return np.stack([a[:, :, r : r + tile[0], c : c + tile[1]] for r, c, _ in
+                         (boxes[i] for i in chunk)])  # fmt: skip
+
     streams = [
-        net.stream(crops[list(ch)], steps, guide=None if guides is None else guides[list(ch)])
+        stream(crops(frames, ch), steps, None if guide is None else crops(guide, ch))
         for ch in chunks
     ]
     weight_sum = np.zeros((H, W), np.float32)
@@ -129,8 +151,8 @@ def _predict(net, x, steps, tile, overlap, batch, device) -> Iterator[np.ndarray
         weight_sum[r : r + tile[0], c : c + tile[1]] += w
     for _ in range(steps):
         acc = np.zeros((C, H, W), np.float32)
-        for chunk, stream in zip(chunks, streams, strict=True):
-            out = next(stream).float().cpu().numpy()
+        for chunk, part in zip(chunks, streams, strict=True):
+            out = next(part)
             for k, i in enumerate(chunk):
                 r, c, w = boxes[i]
                 acc[:, r : r + tile[0], c : c + tile[1]] += out[k] * w
@@ -141,6 +163,8 @@ def batch_guide(net: Any, x: np.ndarray, steps: int) -> np.ndarray | None:
     """The guides of a batch `(B, T, C, H, W)` for a guided `net` (None for another)."""
     if not getattr(net, "guided", False):
         return None
+    from stforecast.motion import guidance
+
     return np.stack([guidance(s, steps) for s in np.asarray(x)])
 
 

@@ -4,7 +4,12 @@
 Band-interleaved and tiled, so bands are written one after the other and GDAL never rewrites a
 compressed block; written bands wait in GDAL's block cache (bounded by `GDAL_CACHEMAX`) until
 flushed, never in Python. The template's global attributes become file tags, as the NetCDF
-writer makes them global attributes.
+writer makes them global attributes, with the grid's ACDD extent (`geospatial_lat_min`, ...).
+
+A Cloud-Optimized GeoTIFF (`cog=True`) is that file copied, once complete, by GDAL's COG
+driver (which creates by copy only) to a second temporary name that replaces it: the same tags,
+descriptions and band tags, DEFLATE with the floating-point predictor, 256-pixel tiles, overviews
+by averaging (nodata is skipped) down to one tile, and the IFDs before the data (`LAYOUT=COG`).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -23,20 +29,26 @@ from stforecast.io.grid import geotransform
 from stforecast.io.layout import Layout
 from stforecast.io.times import iso_duration, iso_time, tiff_datetime
 
+TILE = 256  # tile edge, pixels
+
 
 def _block(size: int) -> int:
     """Tile edge: 256, or the size rounded up to a multiple of 16 (TIFF's rule) when smaller."""
-    return min(256, 16 * math.ceil(size / 16))
+    return min(TILE, 16 * math.ceil(size / 16))
 
 
 class GeoTIFFWriter:
-    def __init__(self, tmp: Path, template: Any, layout: Layout) -> None:
+    def __init__(self, tmp: Path, template: Any, layout: Layout, cog: bool = False) -> None:
         import rasterio
         from rasterio.transform import Affine
 
         self.layout = layout
         self.name = layout.fields[0]
         self.dst = None
+        # a COG is copied from the plain tiled GeoTIFF at `tmp` to a second temporary name
+        # (swept as `tmp` is by `atomic.remove_stale_temps` after a kill), then renamed to `tmp`
+        self.path = tmp
+        self.cog = tmp.with_name(tmp.name.removesuffix(".tmp") + "_cog.tmp") if cog else None
         self.units = str(template[self.name].attrs.get("units", ""))
         self.reference = iso_time(layout.reference_ns)
         # No .aux.xml sidecar next to the temporary name: everything fits in the TIFF's tags.
@@ -51,7 +63,7 @@ class GeoTIFFWriter:
                 # pixel space (a source without coordinates) is meant: no warning on the terminal
                 warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
                 self.dst = rasterio.open(
-                    tmp,
+                    self.path,
                     "w",
                     driver="GTiff",
                     width=layout.nx,
@@ -76,14 +88,16 @@ class GeoTIFFWriter:
 
     def _file_tags(self, template: Any) -> dict[str, str]:
         """Every global attribute, the variable's names and units, and TIFF's own tags."""
-        tags = cf.file_attrs(template.attrs, numeric_lists=False)
+        lay = self.layout
+        geospatial = cf.grid_geospatial(template, lay.ydim, lay.xdim, lay.grid_mapping)
+        tags = cf.file_attrs({**template.attrs, **geospatial}, numeric_lists=False)
         tags = {
             k: v if isinstance(v, str) else json.dumps(v, default=cf.json_default)
             for k, v in tags.items()
         }
         tags["variable"] = self.name
         var_attrs = template[self.name].attrs
-        for key in ("standard_name", "long_name", "units"):
+        for key in ("standard_name", "long_name", "units", "cell_methods"):
             if key in var_attrs:
                 tags[key] = str(var_attrs[key])
         tags["forecast_reference_time"] = self.reference
@@ -115,15 +129,39 @@ class GeoTIFFWriter:
         dst, self.dst = self.dst, None
         try:
             dst.close()
+            if self.cog is not None:
+                self._copy_to_cog()
         finally:
+            self._remove_part()
             self._exit_env()
+
+    def _copy_to_cog(self) -> None:
+        from rasterio.shutil import copy
+
+        copy(
+            self.path,
+            self.cog,
+            driver="COG",
+            compress="DEFLATE",
+            predictor="YES",
+            blocksize=TILE,
+            overview_resampling="AVERAGE",
+            bigtiff="IF_SAFER",
+        )
+        os.replace(self.cog, self.path)
 
     def abort(self) -> None:
         if self.dst is not None:
             with contextlib.suppress(Exception):
                 self.dst.close()
             self.dst = None
+        self._remove_part()
         self._exit_env()
+
+    def _remove_part(self) -> None:
+        if self.cog is not None:
+            with contextlib.suppress(OSError):
+                self.cog.unlink()
 
     def _exit_env(self) -> None:
         if self.env_open:

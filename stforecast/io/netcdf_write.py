@@ -41,7 +41,8 @@ class NetCDFWriter:
     def _define(self, template: Any) -> None:
         nc, lay = self.nc, self.layout
         nc.set_fill_off()  # every value is written; no need to prefill
-        nc.setncatts(cf.global_attrs(template.attrs, lay.valid_ns))
+        geospatial = cf.grid_geospatial(template, lay.ydim, lay.xdim, lay.grid_mapping)
+        nc.setncatts(cf.global_attrs(template.attrs, lay.valid_ns, geospatial))
         nc.createDimension("time", lay.n)
         nc.createDimension(lay.ydim, lay.ny)
         nc.createDimension(lay.xdim, lay.nx)
@@ -66,6 +67,14 @@ class NetCDFWriter:
         time = nc.createVariable("time", dtype, ("time",), fill_value=False)
         time.setncatts(cf.lead_coord_attrs("time", template["time"].attrs))
         time[:] = seconds(lay.valid_ns)
+        if any(cf.has_time_bounds(template[name].attrs) for name in lay.fields):
+            # values over the time step ending at each valid time (CF 7.1, 7.3): bounds in the
+            # units and calendar of `time`, which they take from it
+            nc.createDimension(cf.BOUNDS_DIM, 2)
+            dims = ("time", cf.BOUNDS_DIM)
+            bounds = nc.createVariable(cf.TIME_BOUNDS, dtype, dims, fill_value=False)
+            bounds[:] = seconds(cf.time_bounds_ns(lay.valid_ns, lay.reference_ns))
+            time.bounds = cf.TIME_BOUNDS
 
         reference = nc.createVariable("forecast_reference_time", dtype, (), fill_value=False)
         given = template["forecast_reference_time"].attrs
@@ -92,7 +101,9 @@ class NetCDFWriter:
         for name in lay.aux:
             coord = template[name]
             values = np.asarray(coord.values)
-            var = nc.createVariable(name, values.dtype.str[1:], coord.dims, fill_value=False)
+            packed = {"zlib": True, "complevel": ZLIB_LEVEL} if values.ndim > 1 else {}
+            kind = values.dtype.str[1:]
+            var = nc.createVariable(name, kind, coord.dims, fill_value=False, **packed)
             var.setncatts(cf.file_attrs(coord.attrs, skip=cf.FILL_ATTRS))
             if values.ndim:
                 var[:] = values

@@ -1,4 +1,5 @@
-"""Forecast writers: CF-1.10 NetCDF-4 and multi-band GeoTIFF, streamed lead by lead, atomically.
+"""Forecast writers: CF-1.10 NetCDF-4, multi-band GeoTIFF and Cloud-Optimized GeoTIFF, streamed
+lead by lead, atomically.
 
 `write_forecast(path, template, leads, fmt)` takes the forecast's *template* (an `xr.Dataset`
 with every coordinate and attribute; its data variables may be lazy and are never loaded) and an
@@ -10,8 +11,12 @@ do not take the output lock: the caller holds `output_lock(path)` around the who
 `path` is replaced only if it is a forecast stforecast wrote (`stforecast.io.target`), checked
 before writing and again just before the rename; a symbolic link to one is followed.
 
-One module per format (`netcdf_write`, `geotiff_write`) over the shared `layout` of a template;
-the CF attributes both use come from `stforecast.io.cf`.
+One module per format (`netcdf_write`, `geotiff_write`, which writes COGs too) over the shared
+`layout` of a template; the CF attributes both use come from `stforecast.io.cf`. Both add what
+depends on the file rather than on the forecast: the grid's ACDD extent (`geospatial_lat_min`,
+..., `geospatial_bounds`, from the grid written), and the `provenance`'s input files and run
+directory as paths relative to the file's directory (no absolute path of this machine in a
+forecast file).
 
 Layouts (docs/operations.md, "Forecast NetCDF" and "Forecast GeoTIFF"):
 
@@ -22,9 +27,12 @@ Layouts (docs/operations.md, "Forecast NetCDF" and "Forecast GeoTIFF"):
   Each variable is float32, zlib level 4 with shuffle, one chunk per lead `(1, y, x)`,
   `_FillValue = -9999.0`, `grid_mapping="crs"` and
   `coordinates="forecast_reference_time forecast_period"` (plus any 2-D auxiliary coordinates,
-  such as `lat lon`, the template has) and, unless given, ACDD's
-  `coverage_content_type="modelResult"`. Global attributes are copied; lists and dicts become
-  JSON strings (e.g. `geotransform`). `y`/`x` keep their attributes, with standard_name, units
+  such as `lat lon`, the template has; written compressed) and, unless given, ACDD's
+  `coverage_content_type="modelResult"`. A variable whose `cell_methods` say its values stand
+  for time intervals (`time: sum`, `time: mean`) gets `time:bounds = "time_bnds"` and
+  `time_bnds(time, nv)`, from the previous valid time (the reference time for the first) to each
+  valid time. Global attributes are copied; lists and dicts become JSON strings (e.g.
+  `geotransform`). `y`/`x` keep their attributes, with standard_name, units
   and axis added where missing; on a grid without a CRS they get no `axis` (CF's X/Y axes are
   georeferenced; the compliance checker fails pixel axes).
 - **GeoTIFF**: one file for one variable, band k = lead k (a template with several variables
@@ -38,8 +46,10 @@ Layouts (docs/operations.md, "Forecast NetCDF" and "Forecast GeoTIFF"):
   (ISO 8601 `...Z`), `forecast_period` (`PT10M`), `units`; the band's unit type is set too. File
   tags `TIFFTAG_DATETIME` (reference time, `YYYY:MM:DD HH:MM:SS`), `TIFFTAG_SOFTWARE` (the
   `source` attribute), `TIFFTAG_IMAGEDESCRIPTION` (`title`), the variable's name, standard_name,
-  long_name and units, and every global attribute (`provenance` included). Written bands wait in
-  GDAL's block cache (bounded by `GDAL_CACHEMAX`) until flushed, never in Python.
+  long_name, units and cell_methods, and every global attribute (`provenance` included). Written
+  bands wait in GDAL's block cache (bounded by `GDAL_CACHEMAX`) until flushed, never in Python.
+- **COG** (`fmt="cog"`): that GeoTIFF copied by GDAL's COG driver once complete (256-pixel
+  tiles, DEFLATE, overviews by averaging, `LAYOUT=COG`); the same tags and descriptions.
 
 Why -9999.0 and not NaN as fill value: NaN is legal and xarray and GDAL mask it, but tools and
 programs that test `value == _FillValue` (CDO, much Fortran and C code) never match NaN; -9999.0 is
@@ -55,6 +65,7 @@ unchanged; a template or leads that do not fit raise `ValueError` (a bug in the 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -71,8 +82,8 @@ from stforecast.io.target import replaceable
 
 __all__ = ["FORMATS", "SUFFIX", "write_forecast"]
 
-FORMATS = ("netcdf", "geotiff")
-SUFFIX = {"netcdf": ".nc", "geotiff": ".tif"}
+FORMATS = ("netcdf", "geotiff", "cog")
+SUFFIX = {"netcdf": ".nc", "geotiff": ".tif", "cog": ".tif"}
 
 _END = object()
 
@@ -95,20 +106,25 @@ def write_forecast(
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}: expected one of {', '.join(FORMATS)}")
     lay = layout(template)
-    if fmt == "geotiff" and len(lay.fields) != 1:
+    if fmt != "netcdf" and len(lay.fields) != 1:
         raise ValueError(
             f"a GeoTIFF holds one variable (band k = lead k) but the template has "
             f"{len(lay.fields)}: {', '.join(lay.fields)}; write one file per variable "
             f"with template[[name, {lay.grid_mapping or 'crs'!r}]] and leads {{name: array}}"
         )
     target = replaceable(path)
-    writer_class = NetCDFWriter if fmt == "netcdf" else GeoTIFFWriter
+    if "provenance" in template.attrs:  # no absolute paths of this machine in the file
+        given = template.attrs["provenance"]
+        template = template.assign_attrs(provenance=_portable_provenance(given, target.parent))
 
     blame = _Blame(target)
     with blame:
         remove_stale_temps(target)
         with atomic_path(target) as tmp:
-            writer = writer_class(tmp, template, lay)
+            if fmt == "netcdf":
+                writer = NetCDFWriter(tmp, template, lay)
+            else:
+                writer = GeoTIFFWriter(tmp, template, lay, cog=fmt == "cog")
             try:
                 it = iter(leads)
                 for k in range(lay.n):
@@ -133,6 +149,33 @@ def write_forecast(
             if replaceable(path) != target:  # again, just before the rename
                 raise ConfigError(f"{path}: changed while the forecast was written; not replaced")
     return target
+
+
+def _portable_provenance(text: str, base: str | os.PathLike[str]) -> str:
+    """A `provenance` (JSON) whose input files and run directory are paths relative to `base`
+    (the forecast file's directory) instead of this machine's absolute paths."""
+    try:
+        prov = json.loads(text)
+    except (TypeError, ValueError):
+        return text
+    if not isinstance(prov, dict):
+        return text
+    model = prov.get("model")
+    if isinstance(model, dict) and isinstance(model.get("run"), str):
+        model["run"] = _relative(model["run"], base)
+    for item in prov.get("inputs") or []:
+        if isinstance(item, dict) and isinstance(item.get("path"), str):
+            item["path"] = _relative(item["path"], base)
+    return json.dumps(prov, sort_keys=True)
+
+
+def _relative(path: str, base: str | os.PathLike[str]) -> str:
+    if "://" in path:  # a URL is not a path of this machine
+        return path
+    try:
+        return os.path.relpath(os.path.abspath(path), os.path.abspath(base))
+    except ValueError:  # another drive (Windows): the name alone
+        return os.path.basename(path)
 
 
 class _Blame:

@@ -3,6 +3,9 @@ card's sha256) and the run's own recipe, as one `Run` that forecasting, export, 
 evaluation use without importing the trainer.
 
 Loading never unpickles: the architecture comes from JSON and the weights from safetensors.
+`load_run` also takes an exported `.onnx` file (`rundir.onnx_model`): the same `Run`, its card
+from the file, its model an onnxruntime session. Importing this module imports no torch: the
+network and the card writer load on first use, so the ONNX forecast path never pays for them.
 """
 
 from __future__ import annotations
@@ -13,21 +16,16 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from stforecast import models
 from stforecast.config import ForecastConfig, load_recipe
 from stforecast.data.contract import DataContract
-from stforecast.devices import resolve_device
 from stforecast.errors import ConfigError, InputError, ModelMismatchError, environment_error
 from stforecast.io.sources import sha256
-from stforecast.rundir.card import (
-    WEIGHT_CHOICES,
-    parameter_count,
-    read_card,
-    weights_architecture,
-)
 from stforecast.rundir.layout import BEST, CHECKPOINTS, RECIPE, WEIGHTS
+
+if TYPE_CHECKING:
+    from stforecast import models
 
 __all__ = [
     "Run",
@@ -44,6 +42,7 @@ __all__ = [
 def build_from_card(card: dict[str, Any], device: Any = "cpu") -> models.SequenceModel:
     """An untrained model with the card's architecture, refused (exit 2, with the estimate)
     before anything is allocated when it cannot fit in memory."""
+    from stforecast import models
     from stforecast.models.memory import TooLargeError, check_fits, inference_bytes, meta_build
 
     config = {**card["architecture"], "frame_size": tuple(card["architecture"]["frame_size"])}
@@ -71,6 +70,8 @@ def load_model(
     validation split, see the card's `weights.selected`), `best` or `final`. The file is checked
     against the card's sha256, and `card["weights"]["loaded"]` says which weights were loaded.
     """
+    from stforecast.rundir.card import parameter_count, read_card
+
     run_dir = Path(run_dir)
     card = read_card(run_dir)
     name, rel, expected = _weights_file(card, weights, run_dir)
@@ -115,6 +116,8 @@ def loaded_weights(card: dict[str, Any]) -> dict[str, Any]:
 
 def _weights_file(card: dict[str, Any], weights: str, where: Path) -> tuple[str, str, str | None]:
     """(which weights, file relative to the run, expected sha256) for a `weights` choice."""
+    from stforecast.rundir.card import WEIGHT_CHOICES
+
     if weights not in WEIGHT_CHOICES:
         raise ConfigError(f"weights must be one of {', '.join(WEIGHT_CHOICES)}, got {weights!r}")
     entry = card["weights"]
@@ -134,6 +137,8 @@ def _first_line(err: BaseException) -> str:
 def _check_architecture(card: dict[str, Any], data: bytes, path: Path) -> None:
     """The card must describe the network the weights were trained as (recorded in the
     weights since this check exists; older weights are checked by their tensors alone)."""
+    from stforecast.rundir.card import weights_architecture
+
     recorded = weights_architecture(data)
     if recorded is None:
         return
@@ -198,16 +203,27 @@ class Run:
 
 
 def load_run(run_dir: str | Path, *, device: str = "auto", weights: str = "selected") -> Run:
-    """Load a run directory for forecasting; refuses runs without a data contract."""
+    """Load a run directory (or an exported `.onnx` file) for forecasting; refuses runs without
+    a data contract."""
     run_dir = Path(run_dir)
     try:
-        is_dir = stat.S_ISDIR(os.stat(run_dir).st_mode)
+        mode = os.stat(run_dir).st_mode
     except FileNotFoundError:
-        is_dir = False
+        mode = 0
     except OSError as err:  # a symbolic link loop, a name too long, ...
         raise environment_error(err, run_dir, "open the run directory") from None
-    if not is_dir:
+    if stat.S_ISREG(mode) and run_dir.suffix.lower() == ".onnx":
+        if weights != "selected":
+            raise ConfigError(f"{run_dir}: an ONNX file holds one set of weights, its own")
+        from stforecast.rundir.onnx_model import load_onnx
+
+        return load_onnx(run_dir, device=device)
+    if not stat.S_ISDIR(mode):
+        if run_dir.suffix.lower() == ".onnx":
+            raise InputError(f"{run_dir}: no such ONNX file (`stforecast export` writes one)")
         raise InputError(f"{run_dir}: no such run directory (the output of `stforecast train`)")
+    from stforecast.devices import resolve_device
+
     torch_device = resolve_device(device)
     net, card = load_model(run_dir, weights=weights, device=torch_device)
     check_contract(card, run_dir)

@@ -154,6 +154,21 @@ def _mnist_data(recipe: Recipe) -> TrainingData:
     )
 
 
+def _which_data(given: list[str]) -> str:
+    """What is wrong with [data]'s choice of data, and for a recipe that names none (the papers'
+    recipes ship without data) how to give it."""
+    if not given:
+        return (
+            "the recipe names no data: give your files with "
+            "--set data.sources='[\"/data/frames/*.nc\"]' (files, directories or globs), or a "
+            "prepared store with --set data.store=DIR"
+        )
+    return (
+        "[data] needs exactly one of store, sources or moving_mnist (archives count as "
+        f"sources); got {', '.join(given)}"
+    )
+
+
 def build_datasets(
     recipe: Recipe,
     *,
@@ -164,10 +179,7 @@ def build_datasets(
     cfg = recipe.data
     given = [k for k in ("store", "sources", "archives", "moving_mnist") if getattr(cfg, k)]
     if len(given) != 1:
-        raise ConfigError(
-            "[data] needs exactly one of store, sources or moving_mnist (archives count as sources)"
-            + (f" (got {', '.join(given)})" if given else "")
-        )
+        raise ConfigError(_which_data(given))
     if cfg.moving_mnist:
         return _mnist_data(recipe)
     if cfg.store:
@@ -198,7 +210,7 @@ def describe(recipe: Recipe) -> dict[str, Any]:
 
         frame, channels = processed_shape(cfg)
     else:
-        raise ConfigError("[data] needs exactly one of store, sources or moving_mnist")
+        raise ConfigError(_which_data([]))
     return {
         "in_channels": channels,
         "frame_size": (crop, crop) if crop else frame,

@@ -18,7 +18,8 @@ everything else (see `checkpoint.py`).
 Events go to `metrics.jsonl` (`event`: "train" or "validation"; `eta` is the scheduled-sampling
 probability, `eta_input` its encoder part under `reverse`) and to the `progress` callback, which
 gets after each step `{"event", "step", "max_steps", "epoch", "loss", "lr", "eta", "it_s", "eta_s",
-"val"}` (`eta_s`: estimated seconds left; `val`: the latest validation metrics or None).
+"val"}` (`eta_s`: estimated seconds left; `val`: the latest validation metrics or None), and
+once a `warning` when validation takes most of the time.
 
 Beside this module: `augment` (windows as trained on), `batches`, `step` (the update),
 `running_loss`, `selection` (validation, best weights), `checkpoint` and `outputs`.
@@ -74,6 +75,7 @@ class _Session:
     running: RunningLoss
     last_logged: float | None = None  # the latest mean loss written to metrics.jsonl
     last_loss: float | None = None  # the latest step's loss, as reported to `progress`
+    data_s: float = 0.0  # waiting for batches
 
     def elapsed(self, before: float) -> float:
         """Training time over all sessions, `before` being that of the earlier ones."""
@@ -275,7 +277,9 @@ class Trainer:
             self.selection.scheduled(0, self.epoch, self.log)
         try:
             while (stopped := self.stop_reason(session)) is None:
+                waited = time.monotonic()
                 batch = self.next_batch()
+                session.data_s += time.monotonic() - waited
                 if batch is None:
                     continue
                 eta, eta_in = self.eta_at(self.step)
@@ -323,6 +327,8 @@ class Trainer:
         if self.selection.enabled and self.step % cfg.val_every == 0:
             session.running.check_finite(self.ctx, self.step)
             val = self.selection.scheduled(self.step, self.epoch, self.log)
+            busy = time.monotonic() - session.start
+            self.selection.check_share(self.step - session.start_step, busy, self.log)
         if self.step % cfg.checkpoint_every == 0:
             session.running.check_finite(self.ctx, self.step)
             self.save_checkpoint(session.elapsed(self.elapsed_before))
@@ -330,9 +336,10 @@ class Trainer:
             session.last_loss = float(loss)
             event = "validation" if val is not None else "step"
             eta_s = self.eta_seconds(it_s, time.monotonic() - session.start)
-            self.progress(
-                self.event(event, session.last_loss, lr, eta, it_s, eta_s, self.selection.last)
-            )
+            report = self.event(event, session.last_loss, lr, eta, it_s, eta_s, self.selection.last)
+            if self.selection.warning is not None:
+                report["warning"], self.selection.warning = self.selection.warning, None
+            self.progress(report)
 
     def wind_up(self, session: _Session, stopped: str) -> dict[str, Any]:
         """The end of a run: the last log record, the final validation, checkpoint, weights and
@@ -357,6 +364,7 @@ class Trainer:
             lr, eta = self.lr_at(last), self.eta_at(last)[0]
             event = self.event("done", loss, lr, eta, summary["it_s"], 0.0, final)
             self.progress({**event, "stopped": stopped})
+        summary["data_wait_fraction"] = session.data_s / max(time.monotonic() - session.start, 1e-9)
         return summary
 
     # ------------------------------------------------------------------ reports
@@ -371,18 +379,9 @@ class Trainer:
         val: dict[str, Any] | None,
     ) -> dict[str, Any]:
         """A `progress` event (see the module docstring)."""
-        return {
-            "event": kind,
-            "step": self.step,
-            "max_steps": self.cfg.max_steps,
-            "epoch": self.epoch,
-            "loss": loss,
-            "lr": lr,
-            "eta": eta,
-            "it_s": it_s,
-            "eta_s": eta_s,
-            "val": val,
-        }
+        return {"event": kind, "step": self.step, "max_steps": self.cfg.max_steps,
+                "epoch": self.epoch, "loss": loss, "lr": lr, "eta": eta, "it_s": it_s,
+                "eta_s": eta_s, "val": val}  # fmt: skip
 
     def eta_seconds(self, it_s: float, session: float) -> float:
         """Seconds left until `max_steps`, or until `max_time` when that comes first."""

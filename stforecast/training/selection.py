@@ -7,6 +7,7 @@ and the count of validations without improvement that early stopping reads. Its 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,9 @@ class Selection:
         self.best: dict[str, Any] | None = None
         self.stale = 0
         self.last: dict[str, Any] | None = None
+        self.seconds = 0.0  # spent validating in this session
+        self.warned = False
+        self.warning: str | None = None  # for the next progress event, once per session
 
     @property
     def enabled(self) -> bool:
@@ -73,6 +77,7 @@ class Selection:
         """Validation metrics of the current weights (None without validation sequences)."""
         if self.validation is None:
             return None
+        start = time.monotonic()
         metrics = validate(
             self.net,
             self.validation,
@@ -87,7 +92,26 @@ class Selection:
             autocast=self.autocast,
             event=self.event,
         )
+        self.seconds += time.monotonic() - start
         return None if metrics is None else {"step": step, **metrics}
+
+    def check_share(self, steps: int, seconds: float, log: MetricsLog) -> None:
+        """Warn once (in the log and the next progress event) when validating has taken more
+        of this session's `seconds` than its `steps` of training: typically full-size frames
+        validated while the run trains on crops. The remedy is in the message."""
+        training = seconds - self.seconds
+        if self.warned or steps < 1 or self.seconds <= training:
+            return
+        self.warned = True
+        per_step, per_val = training / steps, self.seconds / max(steps // self.cfg.val_every, 1)
+        sequences = len(self.validation) if self.validation is not None else 0
+        self.warning = (
+            f"validation takes {100 * self.seconds / max(seconds, 1e-9):.0f}% of the training "
+            f"time ({per_val:.1f} s per validation of {sequences} sequences against "
+            f"{per_step:.2f} s per training step): bound it with train.val_batches (batches per "
+            "validation) or validate less often with a larger train.val_every"
+        )
+        log.write({"event": "warning", "message": self.warning, "time": utc_now()})
 
     def _improved(self, metrics: dict[str, Any]) -> bool:
         """Lower loss, or a higher event score (an undefined one, no event anywhere, never

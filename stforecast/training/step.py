@@ -16,11 +16,39 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from stforecast.config import TrainConfig
+from stforecast.errors import ConfigError
 from stforecast.models import SequenceModel
 from stforecast.training.distributed import Context
 from stforecast.training.objective import Objective, reverse_time
 
 Tensor = torch.Tensor
+
+
+def cpu_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX), the case where CPU
+    autocast is faster than fp32 rather than an emulation several times slower."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def precision_on(precision: str, device: torch.device) -> str:
+    """The precision a run gets on `device`: bf16 autocast on CUDA and on CPUs with native bf16,
+    fp16 on CUDA only; anything else is refused (a silent fp32 run would mislead a benchmark)."""
+    if precision == "fp32" or device.type == "cuda":
+        return precision
+    if device.type == "cpu" and precision == "bf16":
+        if cpu_bf16():
+            return precision
+        raise ConfigError(
+            "train.precision = 'bf16' needs a CPU with native bf16 (AVX-512 BF16 or AMX); "
+            "this one has none: use 'fp32'"
+        )
+    raise ConfigError(
+        f"train.precision = {precision!r} is not supported on {device.type}: "
+        + ("use 'bf16' or 'fp32'" if device.type == "cpu" else "use 'fp32'")
+    )
 
 
 class Stepper:
@@ -36,7 +64,7 @@ class Stepper:
     ) -> None:
         self.net, self.cfg, self.ctx, self.device = net, cfg, ctx, device
         net.to(device)
-        self.precision = cfg.precision if device.type == "cuda" else "fp32"
+        self.precision = precision_on(cfg.precision, device)
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         module: nn.Module = Objective(net, cfg.loss, levels)
         if ctx.distributed:

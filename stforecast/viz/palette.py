@@ -1,21 +1,22 @@
-"""The precipitation palette: what counts as rain, and how rain, other fields and errors are
-coloured, in one place for `stforecast plot`'s maps and the evaluation report's sample panels.
+"""The one precipitation palette: what counts as rain, and how rain, other fields and errors are
+coloured, for `stforecast plot`'s maps and the evaluation report's sample panels alike.
 
-The two pictures have each kept the look they had before this module existed, so there are two
-named choices here rather than one:
+- **Rain** is a field whose `units` (`stforecast.data.units.quantity`) are a rate or an
+  accumulation per time step. Rates are shown in mm/h, accumulations in mm (converted from the
+  data's units, e.g. `kg m-2 s-1`), on the fixed levels `RAIN_LEVELS` (0.1 to 100) with
+  `RAIN_COLOURS`, dark purple above the top level. A value below `RAIN_THRESHOLD` (0.1 mm/h, or
+  0.1 mm) is "no rain" and drawn white (`BELOW`); `rain_threshold(units)` gives it in the data's
+  own units. The same levels on every picture, so that a colour means one rain rate in the
+  quick look of a forecast and in the report's panels.
+- **Any other quantity** (temperature, reflectivity, Moving MNIST's [0, 1]) is viridis from its
+  minimum to its maximum.
+- **Errors** (forecast minus truth) are RdBu_r, symmetric about 0, clipped at the 99.5th
+  percentile of the absolute error.
+- **Missing** (NaN, no radar coverage) is `MISSING`, a mid grey distinct from white.
 
-- **maps** (`map_scale`, the quick looks): rain is what `data.units` calls a rate or an
-  accumulation; it is converted to mm/h or mm and drawn on the fixed `MAP_LEVELS` (0.1 to 100)
-  with `MAP_COLOURS`, darkest purple above; any other quantity is viridis from its minimum to
-  its maximum. Missing is `MAP_MISSING`.
-- **panels** (`panel_scale`, `error_scale`, the report): rain is units that start with "mm" and
-  no negative value; it stays in the data units and is drawn on `PANEL_LEVELS` (0.1 to 500) cut
-  just above the 99.9th percentile, with YlGnBu, red above; any other quantity is viridis from 0
-  (or its minimum, if negative) to the 99.5th percentile. Errors are RdBu_r, symmetric about 0.
-  Missing is `PANEL_MISSING`.
-
-Both draw values below the first rain level white. Matplotlib is imported only when a scale is
-built, so importing this module (and `stforecast plot`) stays quick.
+`display_scale(values, units)` returns the scale, the values in the units shown and the
+colour-bar label with that unit (`mm/h`, `mm`, or the data's units). Matplotlib is imported only
+when a scale is built, so importing this module (and `stforecast plot`) stays quick.
 """
 
 from __future__ import annotations
@@ -26,37 +27,37 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "MAP_LEVELS",
-    "PANEL_LEVELS",
+    "BELOW",
+    "MISSING",
+    "RAIN_COLOURS",
+    "RAIN_LEVELS",
+    "RAIN_THRESHOLD",
     "Scale",
+    "display_scale",
     "error_scale",
-    "is_panel_rain",
-    "map_rain_units",
-    "map_scale",
-    "panel_scale",
+    "rain_threshold",
+    "rain_units",
+    "unit_label",
 ]
 
 BELOW = "white"  # under the first rain level: no rain, distinct from missing
-
-MAP_LEVELS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
-# One colour per interval between MAP_LEVELS: light blue through green and yellow to red/purple.
-MAP_COLOURS = (
-    "#c6dbef",
-    "#6baed6",
-    "#2171b5",
-    "#31a354",
-    "#a1d99b",
-    "#fed976",
-    "#fd8d3c",
-    "#e31a1c",
-    "#ae017e",
+RAIN_THRESHOLD = 0.1  # mm/h (or mm): the first level, below it "no rain"
+RAIN_LEVELS = (RAIN_THRESHOLD, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
+# One colour per interval between RAIN_LEVELS: light to dark blue, light to dark green, yellow,
+# orange, red, magenta; each hue darker as the rain gets heavier.
+RAIN_COLOURS = (
+    "#c6dbef",  # 0.1-0.2
+    "#6baed6",  # 0.2-0.5
+    "#2171b5",  # 0.5-1
+    "#a1d99b",  # 1-2
+    "#31a354",  # 2-5
+    "#fed976",  # 5-10
+    "#fd8d3c",  # 10-20
+    "#e31a1c",  # 20-50
+    "#ae017e",  # 50-100
 )
-MAP_ABOVE = "#49006a"  # above the top level
-MAP_MISSING = "#b0b0b0"  # NaN: no coverage
-
-PANEL_LEVELS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0)
-PANEL_ABOVE = "#d62728"
-PANEL_MISSING = "0.78"
+RAIN_ABOVE = "#49006a"  # above the top level
+MISSING = "#b0b0b0"  # NaN: no coverage
 
 
 @dataclass(frozen=True)
@@ -76,12 +77,9 @@ class Scale:
         return isinstance(self.norm, BoundaryNorm)
 
 
-# ------------------------------------------------------------------------------ maps
-
-
-def map_rain_units(units: str) -> str | None:
-    """The units a map shows rain in (`mm h-1` for a rate, `mm` for an accumulation), or None
-    when `units` are not precipitation."""
+def rain_units(units: str | None) -> str | None:
+    """The units rain is shown in (`mm h-1` for a rate, `mm` for an accumulation), or None when
+    `units` are not precipitation."""
     from stforecast.data import units as units_mod
 
     kind = units_mod.quantity(units) if units else None
@@ -92,68 +90,56 @@ def map_rain_units(units: str) -> str | None:
     return None
 
 
-def map_scale(values: np.ndarray, units: str) -> tuple[Scale, np.ndarray, str]:
-    """A quick-look map's scale, its values in the units shown and the colour-bar label."""
+def rain_threshold(units: str | None) -> float | None:
+    """`RAIN_THRESHOLD` (0.1 mm/h, or 0.1 mm for an accumulation) in `units`; None when `units`
+    are not precipitation."""
+    from stforecast.data import units as units_mod
+
+    shown = rain_units(units)
+    if shown is None or units is None:
+        return None
+    return float(units_mod.convert(RAIN_THRESHOLD, shown, units))
+
+
+def unit_label(units: str | None) -> str:
+    """Units as a reader writes them: `mm h-1` -> `mm/h`; others as given ("" for none)."""
+    from stforecast.data import units as units_mod
+
+    if not units:
+        return ""
+    if units_mod.quantity(units) == "rate" and units_mod.equivalent(units, "mm h-1"):
+        return "mm/h"
+    return str(units)
+
+
+def _rain_scale() -> Scale:
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+
+    cmap = ListedColormap(list(RAIN_COLOURS), name="stforecast_rain")
+    cmap = cmap.with_extremes(under=BELOW, over=RAIN_ABOVE, bad=MISSING)
+    norm = BoundaryNorm(list(RAIN_LEVELS), ncolors=len(RAIN_COLOURS))
+    return Scale(cmap, norm, "both", RAIN_LEVELS)
+
+
+def display_scale(values: np.ndarray, units: str | None) -> tuple[Scale, np.ndarray, str]:
+    """The scale for `values` in `units`, the values in the units shown and that unit as text
+    for the colour bar (`mm/h`, `mm`, the data's units, or "" when there are none)."""
     from matplotlib import colormaps
-    from matplotlib.colors import BoundaryNorm, ListedColormap, Normalize
+    from matplotlib.colors import Normalize
 
     from stforecast.data import units as units_mod
 
-    target = map_rain_units(units)
-    if target is not None:
-        if not units_mod.equivalent(units, target):
-            values = np.asarray(units_mod.convert(values, units, target), np.float32)
-        cmap = ListedColormap(list(MAP_COLOURS), name="stforecast_rain")
-        cmap = cmap.with_extremes(under=BELOW, over=MAP_ABOVE, bad=MAP_MISSING)
-        norm = BoundaryNorm(list(MAP_LEVELS), ncolors=len(MAP_COLOURS))
-        label = "mm/h" if target == "mm h-1" else "mm"
-        return Scale(cmap, norm, "both", MAP_LEVELS), values, label
+    shown = rain_units(units)
+    if shown is not None and units:
+        if not units_mod.equivalent(units, shown):
+            values = np.asarray(units_mod.convert(values, units, shown), np.float32)
+        return _rain_scale(), values, unit_label(shown)
     finite = values[np.isfinite(values)]
     lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
     if hi <= lo:
         lo, hi = lo - 0.5, hi + 0.5
-    cmap = colormaps["viridis"].with_extremes(bad=MAP_MISSING)
-    return Scale(cmap, Normalize(lo, hi)), values, units
-
-
-# ------------------------------------------------------------------------------ panels
-
-
-def is_panel_rain(units: str, data: np.ndarray) -> bool:
-    """Whether the report draws `data` as rain: units in mm (mm h-1, mm/h, mm hr-1, mm) and no
-    negative value."""
-    rate_like = units.lower().replace(" ", "").startswith("mm")
-    finite = data[np.isfinite(data)]
-    return rate_like and (finite.size == 0 or float(finite.min()) >= 0.0)
-
-
-def panel_scale(data: np.ndarray, units: str) -> Scale:
-    """The scale shared by a sample panel's data rows (inputs, truth, forecasts)."""
-    from matplotlib import colormaps
-    from matplotlib.colors import BoundaryNorm, ListedColormap, Normalize
-
-    finite = data[np.isfinite(data)]
-    if is_panel_rain(units, data):
-        top = float(np.percentile(finite, 99.9)) if finite.size else 1.0
-        first_above = next((i for i, v in enumerate(PANEL_LEVELS) if v >= top), None)
-        n_levels = len(PANEL_LEVELS) if first_above is None else max(first_above + 1, 3)
-        levels = list(PANEL_LEVELS[:n_levels])
-        colours = colormaps["YlGnBu"](np.linspace(0.2, 1.0, len(levels) - 1))
-        cmap = ListedColormap(colours, name="precip").with_extremes(
-            under=BELOW, over=PANEL_ABOVE, bad=PANEL_MISSING
-        )
-        return Scale(cmap, BoundaryNorm(levels, cmap.N), "both")
-    if finite.size:
-        lo, hi = float(finite.min()), float(np.percentile(finite, 99.5))
-        if finite.min() >= 0:
-            lo = 0.0
-        if hi <= lo:
-            hi = lo + (abs(lo) or 1.0)
-    else:
-        lo, hi = 0.0, 1.0
-    cmap = colormaps["viridis"].with_extremes(bad=PANEL_MISSING)
-    extend = "max" if finite.size and finite.max() > hi else "neither"
-    return Scale(cmap, Normalize(lo, hi), extend)
+    cmap = colormaps["viridis"].with_extremes(bad=MISSING)
+    return Scale(cmap, Normalize(lo, hi)), values, unit_label(units)
 
 
 def error_scale(error: np.ndarray) -> Scale:
@@ -166,5 +152,5 @@ def error_scale(error: np.ndarray) -> Scale:
     limit = float(np.percentile(finite, 99.5)) if finite.size else 1.0
     if limit <= 0:
         limit = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
-    cmap = colormaps["RdBu_r"].with_extremes(bad=PANEL_MISSING)
+    cmap = colormaps["RdBu_r"].with_extremes(bad=MISSING)
     return Scale(cmap, Normalize(-limit, limit), "both")

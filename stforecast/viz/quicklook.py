@@ -8,15 +8,23 @@
 forecast NetCDF back; `open_forecast` reads a forecast NetCDF or GeoTIFF (band k = lead k, with
 the band tags `stforecast forecast` writes) into that layout.
 
-- **GIF** (`.gif`): one frame per lead, titled with the valid time and the lead (`+10 min`),
-  one colour bar; written with matplotlib's `PillowWriter`.
-- **PNG** (`.png`): the leads side by side (rows of six), one colour scale shared by every
-  panel and one colour bar.
+- **GIF** (`.gif`): the last observation (where there is one) beside the forecast, one frame
+  per lead titled with the lead (`+10 min`) and the valid time, one colour bar; written with
+  matplotlib's `PillowWriter`.
+- **PNG** (`.png`): the last observation, then the leads side by side (rows of six), one colour
+  scale shared by every panel and one colour bar.
 
-Colours are the maps' choice of `stforecast.viz.palette`: precipitation (a rate, or an
-accumulation per step) uses discrete levels 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100 (rates shown
-in mm/h, accumulations in mm), white below 0.1; any other quantity uses viridis over the range of
-the leads shown. Missing values (no coverage) are grey.
+Both are maps (`stforecast.viz.maps`): axes in km on a projected grid, in degrees on a lat-lon
+grid, a labelled graticule, and coastlines and borders where their data is on this machine (a
+file given, `$STFORECAST_COASTLINES`, or Natural Earth files cartopy already has; nothing is
+downloaded); a line under the maps says which. The last observation is the input frame at the
+reference time, read again from the files the forecast's provenance names, or from `observed`.
+
+Colours are `stforecast.viz.palette`'s, the same as the evaluation report's panels:
+precipitation (a rate, or an accumulation per step) uses discrete levels 0.1, 0.2, 0.5, 1, 2, 5,
+10, 20, 50, 100 (rates shown in mm/h, accumulations in mm), white below 0.1 (no rain); any other
+quantity uses viridis over the range of the frames shown. Missing values (no coverage) are grey.
+The colour bar carries the unit.
 At most `max_leads` leads are drawn, evenly spaced and always including the last; grids larger
 than 512 pixels are thinned for display (every k-th pixel), which keeps a quick look quick.
 
@@ -28,7 +36,6 @@ command line): a missing or unreadable input is `InputError` (3), a bad argument
 from __future__ import annotations
 
 import datetime as dt
-import math
 import os
 import re
 import stat
@@ -46,14 +53,17 @@ from stforecast.errors import (
     writing,
 )
 from stforecast.io.atomic import atomic_path
-from stforecast.viz.palette import Scale, map_scale
+from stforecast.viz.maps import map_grid, map_layers
+from stforecast.viz.observed import AUTO, Observation, last_observation
+from stforecast.viz.palette import display_scale
+from stforecast.viz.strip import Panel, Picture
+from stforecast.viz.strip import draw_gif as _gif
+from stforecast.viz.strip import draw_png as _png
 
 __all__ = ["SUFFIXES", "open_forecast", "quicklook"]
 
 SUFFIXES = (".gif", ".png")
 _MAX_PIXELS = 512  # display size of a panel's longer side before thinning
-_COLUMNS = 6  # panels per row of the PNG strip
-_FPS = 2  # GIF frames per second
 
 _NETCDF_MAGIC = (b"CDF\x01", b"CDF\x02", b"CDF\x05", b"\x89HDF\r\n\x1a\n")
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
@@ -87,7 +97,9 @@ def open_forecast(path: str | os.PathLike[str]) -> xr.Dataset:
 def _open_netcdf(path: Path) -> xr.Dataset:
     try:
         with xr.open_dataset(path, decode_timedelta=True) as ds:
-            return ds.load()
+            ds = ds.load()
+            ds.encoding["source"] = str(path)  # where provenance paths are relative to
+            return ds
     except Exception as err:  # netCDF4/HDF5 raise OSError, RuntimeError, ValueError...
         raise InputError(f"{path}: not a readable NetCDF file ({_reason(err)})") from None
 
@@ -130,6 +142,7 @@ def _open_geotiff(path: Path) -> xr.Dataset:
         if all(p is not None for p in periods):
             coords["forecast_period"] = ("time", np.array(periods, dtype="timedelta64[ns]"))
     ds = xr.Dataset({name: (("time", "y", "x"), values, attrs)}, coords=coords)
+    ds.encoding["source"] = str(path)  # where provenance paths are relative to
     ds.attrs = {k: v for k, v in tags.items() if not k.startswith("TIFFTAG_")}
     if crs_wkt:
         ds.attrs["crs_wkt"] = crs_wkt
@@ -270,16 +283,6 @@ def _reference(da: xr.DataArray, ds: Any) -> Any:
     return _parse_time(attrs.get("forecast_reference_time"))
 
 
-# ------------------------------------------------------------------------------ colours
-
-
-class _Style:
-    """The values as drawn (rain in mm/h or mm) with the palette's scale and colour-bar label."""
-
-    def __init__(self, values: np.ndarray, units: str) -> None:
-        self.scale, self.values, self.label = map_scale(values, units)
-
-
 # ------------------------------------------------------------------------------ drawing
 
 
@@ -289,12 +292,19 @@ def quicklook(
     *,
     variable: str | None = None,
     max_leads: int = 12,
+    observed: Any = AUTO,
+    coastlines: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Draw a forecast to `path`: an animated GIF (`.gif`, one frame per lead) or a PNG strip
     (`.png`, leads side by side, one shared colour scale); returns the path.
 
     `variable` picks the data variable (default: the only gridded one); `max_leads` caps the
-    leads drawn (evenly spaced, the last included). Written atomically.
+    leads drawn (evenly spaced, the last included). `observed`: the last observation drawn
+    beside the forecast: `"auto"` (the forecast's input file at its reference time, from its
+    provenance, when still there), files/directories/globs to read it from, a `(y, x)`
+    DataArray, or None. `coastlines`: a shapefile, GeoJSON file or directory (`"none"`: none;
+    default `$STFORECAST_COASTLINES`, else Natural Earth files cartopy already has). Written
+    atomically.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -302,143 +312,51 @@ def quicklook(
         raise ConfigError(f"{path}: must end in .gif (an animation) or .png (a strip of leads)")
     if not path.parent.is_dir():
         raise InputError(f"{path}: the directory {path.parent} does not exist")
+    picture = _picture(ds, variable, max_leads, observed, coastlines)
+    draw = _gif if suffix == ".gif" else _png
+    with writing(path, "write the image"), atomic_path(path, suffix=path.suffix) as tmp:
+        draw(tmp, picture)
+    return path
+
+
+def _observation(ds: Any, da: xr.DataArray, observed: Any, reference: Any) -> Observation | None:
+    if isinstance(observed, xr.DataArray):
+        when = observed["time"].values if "time" in observed.coords else reference
+        values = np.asarray(observed.squeeze().values, dtype=np.float32)
+        if values.shape != da.shape[1:]:
+            raise InputError(
+                f"observed: shape {values.shape}, the forecast's grid is {da.shape[1:]}"
+            )
+        return Observation(values, when)
+    at = reference if isinstance(reference, np.datetime64) and not np.isnat(reference) else None
+    return last_observation(ds, da, observed, at=at)
+
+
+def _picture(ds: Any, variable: str | None, max_leads: int, observed: Any, coastlines: Any):
     da = _field(ds, variable)
     dim = da.dims[0]
     keep = _leads(da.sizes[dim], max_leads)
     periods = _periods(da)
     reference = _reference(da, ds)
+    grid = map_grid(da, ds)
+    layers = map_layers(grid, coastlines)
+    obs = _observation(ds, da, observed, reference)
     da = da.isel({dim: keep})
     ny, nx = da.shape[1:]
     stride = max(1, -(-max(ny, nx) // _MAX_PIXELS))
     values = np.asarray(da.values[:, ::stride, ::stride], dtype=np.float32)
-    style = _Style(values, str(da.attrs.get("units", "")))
-    frames = [
-        (_time_text(da[dim].values[i]), _lead_text(periods[k])) for i, k in enumerate(keep.tolist())
-    ]
+    if obs is not None:
+        values = np.concatenate([obs.values[None, ::stride, ::stride], values])
+    units = str(da.attrs.get("units", ""))
+    scale, shown, unit = display_scale(values, units)
+    leads = []
+    for i, k in enumerate(keep.tolist()):
+        valid, lead = _time_text(da[dim].values[i]), _lead_text(periods[k])
+        leads.append(Panel(shown[i + (obs is not None)], f"{lead}\n{valid}" if lead else valid))
     name = str(da.attrs.get("long_name") or da.name or "forecast")
     heading = name if reference is None else f"{name} from {_time_text(reference)}"
-    extent, origin = _extent(da)
-    draw = _gif if suffix == ".gif" else _png
-    with writing(path, "write the image"), atomic_path(path, suffix=path.suffix) as tmp:
-        draw(tmp, style, frames, heading, extent, origin)
-    return path
-
-
-def _extent(da: xr.DataArray) -> tuple[list[float] | None, str]:
-    """imshow's extent (cell edges) from the 1-D y/x coordinates and its origin, so that north
-    is up whichever way the rows run; arrays without coordinates are drawn as images (row 0 at
-    the top)."""
-    ydim, xdim = da.dims[1], da.dims[2]
-    if ydim not in da.coords or xdim not in da.coords:
-        return None, "upper"
-    try:
-        y = np.asarray(da[ydim].values, dtype=np.float64)
-        x = np.asarray(da[xdim].values, dtype=np.float64)
-    except (TypeError, ValueError):
-        return None, "upper"
-    if y.size < 2 or x.size < 2 or not (np.isfinite(y).all() and np.isfinite(x).all()):
-        return None, "upper"
-    dy, dx = (y[-1] - y[0]) / (y.size - 1), (x[-1] - x[0]) / (x.size - 1)
-    if dy == 0 or dx == 0:
-        return None, "upper"
-    left, right = x[0] - dx / 2, x[-1] + dx / 2
-    first, last = y[0] - dy / 2, y[-1] + dy / 2  # outer edges of the first and last rows
-    if dy < 0:  # rows run north to south (the usual raster order): row 0 at the top
-        return [left, right, last, first], "upper"
-    return [left, right, first, last], "lower"
-
-
-def _title(frame: tuple[str, str | None]) -> str:
-    valid, lead = frame
-    return f"{valid}  ({lead})" if lead else valid
-
-
-def _gif(tmp: Path, style: _Style, frames, heading: str, extent, origin: str) -> None:
-    from matplotlib.animation import PillowWriter
-    from matplotlib.figure import Figure
-
-    ny, nx = style.values.shape[1:]
-    dpi, width = 100, 5.0  # sizes in quarter inches: whole pixels, as PillowWriter needs
-    image_w = width * 0.78
-    image_h = min(image_w * ny / nx, 8.0)
-    height = math.ceil((image_h + 1.0) * 4) / 4
-    bottom, top = 0.25 / height, (image_h + 0.25) / height
-    fig = Figure(figsize=(width, height), dpi=dpi)
-    ax = fig.add_axes((0.03, bottom, 0.78, top - bottom))
-    _frame(ax)
-    image = ax.imshow(
-        style.values[0], cmap=style.scale.cmap, norm=style.scale.norm, extent=extent,
-        origin=origin, interpolation="nearest", resample=False,
-    )  # fmt: skip
-    ax.set_aspect("equal")
-    span = top - bottom
-    cax = fig.add_axes((0.85, bottom + 0.08 * span, 0.035, 0.84 * span))
-    _colorbar(fig, image, style, cax=cax)
-    fig.suptitle(heading, fontsize=10, y=1 - 0.1 / height, va="top")
-    title = ax.set_title(_title(frames[0]), fontsize=9)
-    writer = PillowWriter(fps=_FPS)
-    with writer.saving(fig, str(tmp), dpi):
-        for k, frame in enumerate(frames):
-            image.set_data(style.values[k])
-            title.set_text(_title(frame))
-            writer.grab_frame()
-
-
-def _frame(ax: Any) -> None:
-    """A thin frame and no ticks: white (no rain) stays distinct from the page."""
-    ax.set_xticks([])
-    ax.set_yticks([])
-    for spine in ax.spines.values():
-        spine.set_linewidth(0.5)
-        spine.set_color("0.5")
-
-
-def _colorbar(fig: Any, image: Any, style: _Style, **where: Any) -> None:
-    """One colour bar: `cax=` an axes of its own, or `ax=` the axes to take room from."""
-    scale: Scale = style.scale
-    ticks = list(scale.ticks) if scale.ticks else None
-    bar = fig.colorbar(
-        image, extend=scale.extend, ticks=ticks,
-        spacing="uniform" if scale.discrete else "proportional", **where,
-    )  # fmt: skip
-    if ticks:
-        bar.ax.set_yticklabels([f"{t:g}" for t in ticks])
-    if style.label:
-        bar.set_label(style.label)
-
-
-def _png(tmp: Path, style: _Style, frames, heading: str, extent, origin: str) -> None:
-    from matplotlib.figure import Figure
-
-    n = len(frames)
-    ny, nx = style.values.shape[1:]
-    cols = min(n, _COLUMNS)
-    rows = -(-n // cols)
-    # A fixed layout in inches (constrained layout would cost more than the drawing itself)
-    panel_w, gap, title_h, head_h, foot_h, bar_w = 2.2, 0.1, 0.42, 0.45, 0.15, 1.0
-    panel_h = min(panel_w * ny / nx, 2 * panel_w)
-    width = gap + cols * (panel_w + gap) + bar_w
-    height = head_h + rows * (title_h + panel_h) + foot_h
-    fig = Figure(figsize=(width, height), dpi=100)
-    image = None
-    for k, (valid, lead) in enumerate(frames):
-        r, c = divmod(k, cols)
-        left = gap + c * (panel_w + gap)
-        bottom = height - head_h - (r + 1) * (title_h + panel_h)
-        ax = fig.add_axes((left / width, bottom / height, panel_w / width, panel_h / height))
-        _frame(ax)
-        image = ax.imshow(
-            style.values[k], cmap=style.scale.cmap, norm=style.scale.norm, extent=extent,
-            origin=origin, interpolation="nearest", resample=False,
-        )  # fmt: skip
-        ax.set_aspect("equal")
-        ax.set_title(f"{lead}\n{valid}" if lead else valid, fontsize=8)
-    plots_h = height - head_h - foot_h
-    bar_h = min(plots_h - title_h, 4.0)
-    bar_bottom = foot_h + (plots_h - title_h - bar_h) / 2
-    cax = fig.add_axes(
-        ((width - bar_w + 0.15) / width, bar_bottom / height, 0.15 / width, bar_h / height)
-    )
-    _colorbar(fig, image, style, cax=cax)
-    fig.suptitle(heading, fontsize=10, y=1 - 0.12 / height, va="top")
-    fig.savefig(tmp, format="png")
+    label = f"{name} [{unit}]" if unit else name
+    picture = Picture(leads, scale, label, heading, grid, layers)
+    if obs is not None:
+        picture.observation = Panel(shown[0], f"observed\n{_time_text(obs.time)}")
+    return picture
