@@ -85,6 +85,17 @@ def test_from_a_forecast_netcdf(made, tmp_path):
         assert frames(quicklook(plain, tmp_path / "xr.gif", variable="rainrate")) == LEADS
 
 
+def test_time_bounds_are_not_a_field_to_plot(made, tmp_path):
+    """A forecast of accumulations carries `time_bnds` (time, nv): plot still finds the one
+    field without being told its name."""
+    with xr.open_dataset(made["nc"]) as plain:
+        ds = plain.load()
+    ends = ds["time"].values
+    ds["time_bnds"] = (("time", "nv"), np.stack([ends - np.timedelta64(10, "m"), ends], axis=1))
+    ds["time"].attrs["bounds"] = "time_bnds"
+    assert frames(quicklook(ds, tmp_path / "b.gif")) == LEADS
+
+
 def test_from_a_forecast_geotiff(made, tmp_path):
     ds = open_forecast(made["tif"])
     ref = made["ds"]

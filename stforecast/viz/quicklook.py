@@ -185,7 +185,9 @@ def _field(ds: xr.Dataset | xr.DataArray, variable: str | None) -> xr.DataArray:
     if isinstance(ds, xr.DataArray):
         da = ds
     else:
-        candidates = [str(n) for n, v in ds.data_vars.items() if v.ndim >= 2]
+        bounds = {str(c.attrs.get("bounds")) for c in ds.variables.values()}  # time_bnds
+        candidates = [str(n) for n, v in ds.data_vars.items()
+                      if v.ndim >= 2 and str(n) not in bounds and "nv" not in v.dims]  # fmt: skip
         if variable is not None:
             if variable not in ds.data_vars:
                 raise MissingVariableError(
