@@ -80,6 +80,22 @@ def make_run(
     return {"archive": archive, "store": store, "run": run}
 
 
+def train_tiny(sources: list[str], root: Path) -> Path:
+    """A tiny run (ConvLSTM 8, 2 steps) trained on `sources` through prepare and train, 4 frames
+    in and 3 out, splits 60/20/20 %: a run of the sources' grid, CRS and units."""
+    cfg = data_config(sources=sources, transform="log1p", input_frames=4, output_frames=3,
+                      split={"fractions": [0.6, 0.2, 0.2]})  # fmt: skip
+    prepare(cfg, root / "prepared")
+    recipe = Recipe.model_validate({
+        "data": {"store": str(root / "prepared"), "input_frames": 4, "output_frames": 3},
+        "model": {"name": "convlstm", "patch_size": 2, "hidden_channels": [8], "kernel_size": 3},
+        "train": {"batch_size": 2, "max_steps": 2, "val_every": 2, "val_batches": 1,
+                  "checkpoint_every": 2, "device": "cpu", "tensorboard": False},
+    })  # fmt: skip
+    train(recipe, root / "run", data=build_datasets(recipe, cache_dir=root / "cache"))
+    return root / "run"
+
+
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     """The records of a run's `metrics.jsonl`."""
     import json

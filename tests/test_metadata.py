@@ -23,8 +23,7 @@ from forecast_files import make_leads, make_template
 from odim_files import STERE, write_odim
 from pydantic import ValidationError
 
-from stforecast.config import ForecastConfig, Recipe, data_config
-from stforecast.data.prepare import prepare
+from stforecast.config import ForecastConfig
 from stforecast.errors import ConfigError
 from stforecast.forecasting.job import forecast_to_file
 from stforecast.forecasting.plan import plan
@@ -33,10 +32,8 @@ from stforecast.io import open_frames
 from stforecast.io.target import is_forecast
 from stforecast.io.write import write_forecast
 from stforecast.rundir.load import load_run
-from stforecast.training import train
-from stforecast.training.datasets import build_datasets
 
-from runs import make_run
+from runs import make_run, train_tiny
 
 # Not applicable: a forecast is a 2-D field at the surface, with no vertical coordinate.
 VERTICAL = {
@@ -77,21 +74,6 @@ FULL = ForecastConfig(
 )  # fmt: skip
 
 T0 = dt.datetime(2020, 10, 31, 12, 0)
-
-
-def _train(sources: list[str], root: Path) -> Path:
-    """A tiny run trained on `sources` through prepare and train (4 frames in, 3 out)."""
-    cfg = data_config(sources=sources, transform="log1p", input_frames=4, output_frames=3,
-                      split={"fractions": [0.6, 0.2, 0.2]})  # fmt: skip
-    prepare(cfg, root / "prepared")
-    recipe = Recipe.model_validate({
-        "data": {"store": str(root / "prepared"), "input_frames": 4, "output_frames": 3},
-        "model": {"name": "convlstm", "patch_size": 2, "hidden_channels": [8], "kernel_size": 3},
-        "train": {"batch_size": 2, "max_steps": 2, "val_every": 2, "val_batches": 1,
-                  "checkpoint_every": 2, "device": "cpu", "tensorboard": False},
-    })  # fmt: skip
-    train(recipe, root / "run", data=build_datasets(recipe, cache_dir=root / "cache"))
-    return root / "run"
 
 
 def _publishable(ds: xr.Dataset) -> xr.Dataset:
@@ -160,9 +142,9 @@ def cases(tmp_path_factory) -> dict[str, tuple[list[str], Path]]:
     return {
         "netcdf-stack": ([str(stack["archive"])], stack["run"]),
         "netcdf-frames": ([str(frames)], stack["run"]),
-        "geotiff": ([str(root / "tif")], _train([str(root / "tif")], root / "tif_run")),
-        "odim": ([str(root / "odim")], _train([str(root / "odim")], root / "odim_run")),
-        "grib": ([str(root / "grib")], _train([str(root / "grib")], root / "grib_run")),
+        "geotiff": ([str(root / "tif")], train_tiny([str(root / "tif")], root / "tif_run")),
+        "odim": ([str(root / "odim")], train_tiny([str(root / "odim")], root / "odim_run")),
+        "grib": ([str(root / "grib")], train_tiny([str(root / "grib")], root / "grib_run")),
     }
 
 

@@ -233,10 +233,7 @@ def test_prepare_a_directory_of_eight_frames(tmp_path):
 @pytest.fixture(scope="module")
 def odim_run(tmp_path_factory) -> Path:
     """A run trained on 24 ODIM RATE frames (32 x 32), through prepare and train."""
-    from stforecast.config import Recipe, data_config
-    from stforecast.data.prepare import prepare
-    from stforecast.training import train
-    from stforecast.training.datasets import build_datasets
+    from runs import train_tiny
 
     root = tmp_path_factory.mktemp("odim_run")
     yy, xx = np.mgrid[0:32, 0:32]
@@ -248,17 +245,7 @@ def odim_run(tmp_path_factory) -> Path:
         write_odim(root / "odim" / f"rate_{(T0 + k * STEP):%Y%m%d%H%M}.h5", raw, T0 + k * STEP,
                    quantity="RATE", gain=0.01, offset=0.0, nodata=65535, undetect=0,
                    projdef=STERE, scale=1000.0)  # fmt: skip
-    cfg = data_config(sources=[str(root / "odim")], transform="log1p", input_frames=4,
-                      output_frames=3, split={"fractions": [0.6, 0.2, 0.2]})  # fmt: skip
-    prepare(cfg, root / "prepared")
-    recipe = Recipe.model_validate({
-        "data": {"store": str(root / "prepared"), "input_frames": 4, "output_frames": 3},
-        "model": {"name": "convlstm", "patch_size": 2, "hidden_channels": [8], "kernel_size": 3},
-        "train": {"batch_size": 2, "max_steps": 2, "val_every": 2, "val_batches": 1,
-                  "checkpoint_every": 2, "device": "cpu", "tensorboard": False},
-    })  # fmt: skip
-    train(recipe, root / "run", data=build_datasets(recipe, cache_dir=root / "cache"))
-    return root / "run"
+    return train_tiny([str(root / "odim")], root)
 
 
 def test_forecast_from_odim_frames_writes_a_cf_file(tmp_path, odim_run):

@@ -103,6 +103,19 @@ def prepare(
             f"in the training split (frames per split: {counts}; gaps: {len(line.gaps)})"
         )
 
+    def fill(tmp: Path) -> dict[str, Any]:
+        stats = _write(cfg, da, line, split_ids, transform, tmp, report)
+        manifest = _manifest(cfg, da, line, split_ids, starts, transform, channel_names, stats)
+        manifest["sources"] = source_records(da.attrs.get("sources", []), report)
+        return manifest
+
+    return publish_store(out, fill)
+
+
+def publish_store(out: Path, fill: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
+    """Write a store beside `out` (`fill(tmp)` writes its arrays and returns its manifest),
+    consolidate it, and swap it into place; on any failure, or a signal, the half-written store
+    is removed and `out` is left as it was. Returns the manifest."""
     tmp = out.parent / f".{out.name}.tmp"
     # Any OSError while writing (a read-only or full disk; zarr's may name no file) is the
     # store's: the sources' read errors are InputErrors already (`io.frames`, `sha256`).
@@ -110,9 +123,7 @@ def prepare(
         if tmp.exists():
             shutil.rmtree(tmp)  # left by a killed run: ours, never the user's
         try:
-            stats = _write(cfg, da, line, split_ids, transform, tmp, report)
-            manifest = _manifest(cfg, da, line, split_ids, starts, transform, channel_names, stats)
-            manifest["sources"] = source_records(da.attrs.get("sources", []), report)
+            manifest = fill(tmp)
             zarr.consolidate_metadata(str(tmp))
             write_manifest(tmp, manifest)
             replace_store(tmp, out)

@@ -11,7 +11,6 @@ manifest (format 3) lists every archive, and windows are `[archive index, start]
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +29,14 @@ from stforecast.data.archives import (
 from stforecast.data.contract import DataContract, Grid, Processing, Transform
 from stforecast.data.prepare import (
     Progress,
-    discard_store,
     fill_values,
     normalise_group,
     physical_fills,
-    replace_store,
+    publish_store,
     source_records,
     write_physical,
 )
-from stforecast.data.store import ARCHIVES_FORMAT, write_manifest
+from stforecast.data.store import ARCHIVES_FORMAT
 from stforecast.data.timestep import check_divides
 from stforecast.data.windows import (
     SPLITS,
@@ -48,7 +46,7 @@ from stforecast.data.windows import (
     timeline,
     window_starts,
 )
-from stforecast.errors import ConfigError, InputError, writing
+from stforecast.errors import ConfigError, InputError
 from stforecast.io import open_frames
 
 __all__ = ["prepare_archives", "processed_shape"]
@@ -114,19 +112,7 @@ def prepare_archives(
             f"fewer frames than one window ({cfg.input_frames} + {cfg.output_frames}) in the "
             f"training split of every archive ({', '.join(p['item'].name for p in parts)})"
         )
-    tmp = out.parent / f".{out.name}.tmp"
-    with writing(out, "write the store"):
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        try:
-            manifest = _write_all(cfg, parts, transform, tmp, step, report)
-            zarr.consolidate_metadata(str(tmp))
-            write_manifest(tmp, manifest)
-            replace_store(tmp, out)
-        except BaseException:
-            discard_store(tmp)
-            raise
-    return manifest
+    return publish_store(out, lambda tmp: _write_all(cfg, parts, transform, tmp, step, report))
 
 
 def _write_all(cfg, parts, transform, tmp: Path, step: int, report: Progress) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from stforecast.evaluation.document import (
     units_of,
 )
 from stforecast.viz.maps import MapGrid, axes_note, draw_layers, map_layers, style_axes
-from stforecast.viz.palette import Scale, display_scale, error_scale, rain_units
+from stforecast.viz.palette import Scale, colorbar, display_scale, error_scale, rain_units
 
 __all__ = ["figure_keys", "group_keys", "png_bytes", "sample_figure", "score_figure"]
 
@@ -271,18 +271,8 @@ def _panel_title(
 def _colorbar(
     fig: Figure, image: Any, rect: list[float], name: str, scale: Scale, label: str
 ) -> None:
-    """One colour bar beside the rows it belongs to; rain levels as equal boxes, as in
-    `stforecast plot`."""
-    cax = fig.add_axes(rect, label=f"colorbar:{name}")
-    ticks = list(scale.ticks) if scale.ticks else None
-    bar = fig.colorbar(
-        image, cax=cax, extend=scale.extend, ticks=ticks,
-        spacing="uniform" if scale.discrete else "proportional",
-    )  # fmt: skip
-    if ticks:
-        bar.ax.set_yticklabels([f"{t:g}" for t in ticks])
-    bar.set_label(label, fontsize=8)
-    bar.ax.tick_params(labelsize=7)
+    """One colour bar beside the rows it belongs to, as in `stforecast plot`."""
+    colorbar(fig, image, fig.add_axes(rect, label=f"colorbar:{name}"), scale, label, size=8)
 
 
 def panel_grid(grid: Any, shape: tuple[int, int]) -> MapGrid | None:

@@ -15,11 +15,11 @@ import numpy as np
 import xarray as xr
 from dask.base import tokenize
 
-from stforecast.errors import ConfigError, InputError, MissingVariableError
+from stforecast.errors import InputError, MissingVariableError
 from stforecast.io import formats
 from stforecast.io import sources as sources_mod
 from stforecast.io import times as t
-from stforecast.io.frames import FrameRef, FrameStack, ScannedFile, Variable
+from stforecast.io.frames import FrameRef, FrameStack, ScannedFile, Variable, requested
 from stforecast.io.grid import Grid
 
 
@@ -56,7 +56,7 @@ def open_frames(
     `channel_units`, `channel_long_names` with channels). The `source` coordinate along time
     names each frame's file(s). Raises `InputError` on bad input.
     """
-    names, channels = _requested(variable)
+    names, channels = requested(variable)
     if time_pattern is not None:
         t.pattern_regex(time_pattern)  # an unsupported directive fails before any file is read
     paths = sources_mod.resolve(sources, recursive=recursive)
@@ -101,19 +101,6 @@ def open_frames(
         dims = ("time", "channel", "y", "x")
     attrs = _attrs(columns, names, channels, grid, times)
     return xr.DataArray(data, dims=dims, coords=coords, name="+".join(names), attrs=attrs)
-
-
-def _requested(variable: str | Sequence[str] | None) -> tuple[list[str] | None, bool]:
-    if variable is None:
-        return None, False
-    if isinstance(variable, str):
-        return [variable], False
-    names = [str(v) for v in variable]
-    if not names:
-        raise ConfigError("variable: the list of names is empty")
-    if len(set(names)) != len(names):
-        raise ConfigError(f"variable: names repeat in {names}")
-    return names, True
 
 
 def _only_candidate(scanned: list[ScannedFile]) -> str:

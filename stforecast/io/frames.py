@@ -7,12 +7,12 @@ caller that computes frame by frame holds one frame at a time.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from stforecast.errors import InputError
+from stforecast.errors import ConfigError, InputError
 from stforecast.io.grid import Grid
 from stforecast.io.packing import Packing
 
@@ -154,3 +154,17 @@ def _window(key: object, n: int) -> tuple[slice, object]:
         return slice(0, 0), slice(None)
     lo = min(idx)
     return slice(lo, max(idx) + 1), np.asarray(idx) - lo
+
+
+def requested(variable: str | Sequence[str] | None) -> tuple[list[str] | None, bool]:
+    """`variable=` as (names or None, whether the caller asked for a channel list)."""
+    if variable is None:
+        return None, False
+    if isinstance(variable, str):
+        return [variable], False
+    names = [str(v) for v in variable]
+    if not names:
+        raise ConfigError("variable: the list of names is empty")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"variable: names repeat in {names}")
+    return names, True

@@ -28,8 +28,9 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from stforecast.errors import ConfigError, InputError, MissingVariableError
+from stforecast.errors import InputError, MissingVariableError
 from stforecast.io import times as t
+from stforecast.io.frames import requested
 from stforecast.io.grid import Grid
 from stforecast.io.packing import Packing
 from stforecast.io.xarray_grid import layout, source_file, text_of, variable_grid, where_of
@@ -79,7 +80,7 @@ def from_xarray(
     """An xarray object's frames as `open_frames` returns them (see the module docstring).
 
     A DataArray that `open_frames` made is returned as it is."""
-    names, channels = _requested(variable)
+    names, channels = requested(variable)
     if isinstance(obj, xr.DataArray) and _is_frames(obj):
         have = obj.attrs["source_variable"]
         have = have if isinstance(have, list) else [have]
@@ -124,19 +125,6 @@ def _is_frames(da: xr.DataArray) -> bool:
     """A DataArray `open_frames` made (or one laid out exactly like it)."""
     layouts = (("time", "y", "x"), ("time", "channel", "y", "x"))
     return da.dims in layouts and "source_variable" in da.attrs and "crs_wkt" in da.attrs
-
-
-def _requested(variable: str | Sequence[str] | None) -> tuple[list[str] | None, bool]:
-    if variable is None:
-        return None, False
-    if isinstance(variable, str):
-        return [variable], False
-    names = [str(v) for v in variable]
-    if not names:
-        raise ConfigError("variable: the list of names is empty")
-    if len(set(names)) != len(names):
-        raise ConfigError(f"variable: names repeat in {names}")
-    return names, True
 
 
 def _missing(names: list[str]) -> str:

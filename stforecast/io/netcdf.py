@@ -41,6 +41,42 @@ SCALAR_TIME_NAMES = ("valid_time", "time")
 MAX_CHUNK_CACHE = 256 * 2**20
 
 
+def axis_attrs(dim: str, axis: str, units: str, standard: str) -> dict[str, str]:
+    """CF attributes of coordinate `dim` on `axis` ("x"/"y"): its own standard name, else one
+    inferred from degree units or the names lon/lat, else a projection coordinate."""
+    squashed = units.lower().replace(" ", "")
+    if not standard:
+        if squashed in LON_UNITS or (axis == "x" and dim.lower() in ("lon", "longitude")):
+            standard = "longitude"
+        elif squashed in LAT_UNITS or (axis == "y" and dim.lower() in ("lat", "latitude")):
+            standard = "latitude"
+        else:
+            standard = f"projection_{axis}_coordinate"
+    out = {"standard_name": standard}
+    if units:
+        out["units"] = units
+    return out
+
+
+def placed_grid(wkt: str, y: tuple[np.ndarray, dict], x: tuple[np.ndarray, dict]) -> Grid:
+    """The grid of (values, attrs) coordinates `y`, `x` in `wkt`: WGS 84 for longitude/latitude
+    axes without a CRS, and coordinates in another length unit than the CRS's (BOM: km on an
+    Albers CRS in metres) brought to the CRS's unit."""
+    (y_values, y_attrs), (x_values, x_attrs) = y, x
+    lonlat = x_attrs.get("standard_name") == "longitude" and (
+        y_attrs.get("standard_name") == "latitude"
+    )
+    if not wkt and lonlat:
+        wkt = crs_mod.LONLAT_WKT
+    factor = crs_mod.crs_unit_factor(wkt)
+    for values, attrs in ((x_values, x_attrs), (y_values, y_attrs)):
+        own = crs_mod.length_unit_factor(attrs.get("units"))
+        if factor and own and own != factor:
+            values *= own / factor
+            attrs["units"] = crs_mod.projected_units(wkt)
+    return Grid(y_values, x_values, wkt, x_attrs, y_attrs)
+
+
 class _Handle:
     """An open dataset and the variables whose chunk cache was already sized."""
 
@@ -253,21 +289,7 @@ class _Scanner:
     # -- grid ---------------------------------------------------------------------------------
 
     def _grid(self, var: Any, ydim: str, xdim: str) -> Grid:
-        wkt = self._crs(var)
-        x, x_attrs = self._coordinate(xdim, "x")
-        y, y_attrs = self._coordinate(ydim, "y")
-        lonlat = x_attrs.get("standard_name") == "longitude" and (
-            y_attrs.get("standard_name") == "latitude"
-        )
-        if not wkt and lonlat:
-            wkt = crs_mod.LONLAT_WKT
-        factor = crs_mod.crs_unit_factor(wkt)
-        for values, attrs in ((x, x_attrs), (y, y_attrs)):
-            own = crs_mod.length_unit_factor(attrs.get("units"))
-            if factor and own and own != factor:  # BOM: coordinates in km, Albers CRS in metres
-                values *= own / factor
-                attrs["units"] = crs_mod.projected_units(wkt)
-        return Grid(y, x, wkt, x_attrs, y_attrs)
+        return placed_grid(self._crs(var), self._coordinate(ydim, "y"), self._coordinate(xdim, "x"))
 
     def _coordinate(self, dim: str, axis: str) -> tuple[np.ndarray, dict]:
         var = self.vars.get(dim)
@@ -277,21 +299,8 @@ class _Scanner:
         values = np.ma.filled(np.ma.asarray(var[:], dtype=np.float64), np.nan).astype(np.float64)
         if not np.all(np.isfinite(values)):
             raise InputError(f"{self.path}: coordinate {dim!r} has missing values")
-        attrs = var.__dict__
-        units = _text(attrs.get("units"))
-        standard = str(attrs.get("standard_name", ""))
-        squashed = units.lower().replace(" ", "")
-        if not standard:
-            if squashed in LON_UNITS or (axis == "x" and dim.lower() in ("lon", "longitude")):
-                standard = "longitude"
-            elif squashed in LAT_UNITS or (axis == "y" and dim.lower() in ("lat", "latitude")):
-                standard = "latitude"
-            else:
-                standard = f"projection_{axis}_coordinate"
-        out = {"standard_name": standard}
-        if units:
-            out["units"] = units
-        return values, out
+        return values, axis_attrs(dim, axis, _text(var.__dict__.get("units")),
+                                  str(var.__dict__.get("standard_name", "")))  # fmt: skip
 
     def _crs(self, var: Any) -> str:
         """WKT2 from the grid mapping, else a proj/WKT attribute of the variable or the file;

@@ -15,7 +15,16 @@ from stforecast.errors import InputError
 from stforecast.io import crs as crs_mod
 from stforecast.io import times as t
 from stforecast.io.grid import PIXEL_SPACE, Grid, pixel_centres
-from stforecast.io.netcdf import LAT_UNITS, LON_UNITS, X_NAMES, X_STANDARD, Y_NAMES, Y_STANDARD
+from stforecast.io.netcdf import (
+    LAT_UNITS,
+    LON_UNITS,
+    X_NAMES,
+    X_STANDARD,
+    Y_NAMES,
+    Y_STANDARD,
+    axis_attrs,
+    placed_grid,
+)
 
 __all__ = ["axis_of", "layout", "source_file", "text_of", "variable_crs", "variable_grid",
            "where_of"]  # fmt: skip
@@ -84,20 +93,7 @@ def variable_grid(
     ds: xr.Dataset, obj: xr.Dataset | xr.DataArray, name: str, ydim: str, xdim: str, where: str
 ) -> Grid:
     wkt = variable_crs(ds, obj, name, where)
-    x, x_attrs = coordinate(ds, xdim, "x", where)
-    y, y_attrs = coordinate(ds, ydim, "y", where)
-    lonlat = x_attrs.get("standard_name") == "longitude" and (
-        y_attrs.get("standard_name") == "latitude"
-    )
-    if not wkt and lonlat:
-        wkt = crs_mod.LONLAT_WKT
-    factor = crs_mod.crs_unit_factor(wkt)
-    for values, attrs in ((x, x_attrs), (y, y_attrs)):
-        own = crs_mod.length_unit_factor(attrs.get("units"))
-        if factor and own and own != factor:  # coordinates in km, the CRS in metres
-            values *= own / factor
-            attrs["units"] = crs_mod.projected_units(wkt)
-    return Grid(y, x, wkt, x_attrs, y_attrs)
+    return placed_grid(wkt, coordinate(ds, ydim, "y", where), coordinate(ds, xdim, "x", where))
 
 
 def coordinate(ds: xr.Dataset, dim: str, axis: str, where: str) -> tuple[np.ndarray, dict]:
@@ -108,19 +104,7 @@ def coordinate(ds: xr.Dataset, dim: str, axis: str, where: str) -> tuple[np.ndar
     if not np.all(np.isfinite(values)):
         raise InputError(f"{where}: coordinate {dim!r} has missing values")
     units = text_of(coord.attrs.get("units"))
-    standard = str(coord.attrs.get("standard_name", ""))
-    squashed = units.lower().replace(" ", "")
-    if not standard:
-        if squashed in LON_UNITS or (axis == "x" and dim.lower() in ("lon", "longitude")):
-            standard = "longitude"
-        elif squashed in LAT_UNITS or (axis == "y" and dim.lower() in ("lat", "latitude")):
-            standard = "latitude"
-        else:
-            standard = f"projection_{axis}_coordinate"
-    out = {"standard_name": standard}
-    if units:
-        out["units"] = units
-    return values, out
+    return values, axis_attrs(dim, axis, units, str(coord.attrs.get("standard_name", "")))
 
 
 def variable_crs(ds: xr.Dataset, obj: xr.Dataset | xr.DataArray, name: str, where: str) -> str:

@@ -154,3 +154,20 @@ def error_scale(error: np.ndarray) -> Scale:
         limit = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
     cmap = colormaps["RdBu_r"].with_extremes(bad=MISSING)
     return Scale(cmap, Normalize(-limit, limit), "both")
+
+
+def colorbar(fig: Any, image: Any, cax: Any, scale: Scale, label: str, size: int = 8) -> Any:
+    """The colour bar of `scale` in axes `cax`, one look for `plot` and the report: rain levels
+    as equal boxes labelled with their values, other scales proportional; `label` (with its
+    unit) in `size` points, the ticks a point smaller."""
+    ticks = list(scale.ticks) if scale.ticks else None
+    bar = fig.colorbar(
+        image, cax=cax, extend=scale.extend, ticks=ticks,
+        spacing="uniform" if scale.discrete else "proportional",
+    )  # fmt: skip
+    if ticks:
+        bar.ax.set_yticklabels([f"{t:g}" for t in ticks])
+    bar.ax.tick_params(labelsize=size - 1)
+    if label:
+        bar.set_label(label, fontsize=size)
+    return bar

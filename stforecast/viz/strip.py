@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from stforecast.viz.maps import MapGrid, MapLayers, axes_note, draw_layers, style_axes
-from stforecast.viz.palette import Scale
+from stforecast.viz.palette import Scale, colorbar
 
 __all__ = ["Panel", "Picture", "draw_gif", "draw_png"]
 
@@ -69,17 +69,7 @@ def _map(ax: Any, picture: Picture, values: np.ndarray, *, x_labels: bool, y_lab
 
 
 def _colorbar(fig: Any, image: Any, picture: Picture, cax: Any) -> None:
-    scale = picture.scale
-    ticks = list(scale.ticks) if scale.ticks else None
-    bar = fig.colorbar(
-        image, cax=cax, extend=scale.extend, ticks=ticks,
-        spacing="uniform" if scale.discrete else "proportional",
-    )  # fmt: skip
-    if ticks:
-        bar.ax.set_yticklabels([f"{t:g}" for t in ticks])
-    bar.ax.tick_params(labelsize=8)
-    if picture.label:
-        bar.set_label(picture.label, fontsize=9)
+    colorbar(fig, image, cax, picture.scale, picture.label, size=9)
 
 
 def _footer(fig: Any, picture: Picture, height: float) -> None:
