@@ -9,6 +9,11 @@ it: whole, or in tiles where `tile_for` says so), of the guide (`motion.guidance
 only), and the process's peak resident memory above what it held before the rollout. The last
 columns give each size's cost relative to 512² against the area ratio: linear cost means
 1024² ≈ 4 × 512².
+
+    python bench/bench_grid.py --model RUN --data ... --sizes 1024 2048 --steps 6
+
+Past 1024² (`tiling.WHOLE_PIXELS`) a size-free model runs in 1024² tiles, one per call: the
+2048² row shows the rollout's memory bounded by the tile, and the overlap's cost.
 """
 
 from __future__ import annotations

@@ -49,8 +49,8 @@ def as_utc(t: dt.datetime) -> dt.datetime:
 
 
 class SplitConfig(_Strict):
-    """Chronological train / validation / test split: by fractions of the frames, or by explicit
-    time ranges (inclusive start, exclusive end; UTC). Ranges win when given."""
+    """Chronological split: by fractions of the frames, or by time ranges ([start, end), UTC;
+    validation and test are cut out of train where inside it), which win when given."""
 
     fractions: tuple[
         Annotated[float, Field(ge=0, le=1)],
@@ -71,8 +71,8 @@ class SplitConfig(_Strict):
         for name, (start, end) in ranges:
             if end <= start:
                 raise ValueError(f"{name}: end {end} is not after start {start}")
-        ordered = sorted(ranges, key=lambda item: item[1][0])
-        for (a, ra), (b, rb) in itertools.pairwise(ordered):
+        held = sorted((r for r in ranges if r[0] != "train"), key=lambda item: item[1][0])
+        for (a, ra), (b, rb) in itertools.pairwise(held):
             if rb[0] < ra[1]:
                 raise ValueError(f"time ranges of {a} and {b} overlap")
         return self

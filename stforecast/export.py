@@ -9,9 +9,10 @@ and window divide; otherwise H x W is the model's frame size. TorchScript traces
 rollout (T_in - 1 + T_out steps, H x W fixed) with a scripted check of the input shape in front.
 
 A guided model (`options.guidance`) takes a second input, `guide` `(B, T_in - 1 + T_out, C, H, W)`:
-the extrapolation of the normalised frames that `stforecast.motion.guidance(frames[b], T_out)`
-gives (numpy and scipy, no torch); the motion estimate (Lucas-Kanade with outlier rejection) has
-no ONNX equivalent worth the name. The export is verified with guides made by that function.
+the guide of the normalised frames that `stforecast.motion.guidance(frames[b], T_out, method)`
+gives for the card's guide (the extrapolation: numpy and scipy; S-PROG: pysteps; no torch); the
+motion estimate (Lucas-Kanade with outlier rejection) has no ONNX equivalent worth the name. The
+export is verified with extrapolation guides (the guide is an input: any guide checks parity).
 
 The model card travels inside the file: ONNX `metadata_props` (`stforecast_model_card`, the card
 JSON, plus `stforecast_version`, `input_frames`, `output_frames` and, from a run directory, its
@@ -246,7 +247,7 @@ def _example(
         return (frames,)
     from stforecast.motion import guidance
 
-    steps = steps or spec["output_frames"]
+    steps = steps or spec["output_frames"]  # the guide is an input: any guide checks parity
     guide = torch.from_numpy(np.stack([guidance(f.numpy(), steps) for f in frames]))
     return frames, guide
 
@@ -295,14 +296,14 @@ def _flat(state: list) -> list[torch.Tensor]:
 
 
 def _exportable(net: SequenceModel) -> SequenceModel:
-    """`net` (a copy) with the channel norm's shape taken from its weight rather than from the
-    input, which the TorchScript-based exporter cannot keep symbolic. Same values."""
+    """`net` (a copy) with the channel norm as reductions over channels: same values, no shape
+    from the input (the exporter cannot keep it symbolic), no transposes for onnxruntime."""
     from stforecast.models.norm import ChannelNorm
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = x.permute(0, 2, 3, 1)
-        y = nn.functional.layer_norm(y, (self.weight.shape[0],), self.weight, self.bias, self.eps)
-        return y.permute(0, 3, 1, 2)
+        centred = x - x.mean(dim=1, keepdim=True)
+        scale = torch.rsqrt(centred.square().mean(dim=1, keepdim=True) + self.eps)
+        return centred * scale * self.weight[:, None, None] + self.bias[:, None, None]
 
     for module in net.modules():
         if isinstance(module, ChannelNorm):

@@ -17,6 +17,7 @@ FLOORS = {
     "errors": 0,
     "models": 0,
     "motion": 0,  # optical flow and advection: numpy and scipy only
+    "pysteps_nowcasts": 0,  # pysteps' nowcasts: baselines, and the S-PROG guide of a model
     "io": 1,
     "devices": 2,
     "config": 3,  # the recipe schema validates units with data.units: one floor with data

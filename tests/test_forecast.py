@@ -173,6 +173,40 @@ def test_tiles_have_no_seams_on_a_size_free_model():
         assert jump.max() < 0.02 * scale
 
 
+def test_size_free_model_on_a_large_grid_runs_in_bounded_tiles(monkeypatch):
+    """Past `WHOLE_PIXELS` a size-free model is tiled, one tile's pixels per call at most, so
+    the rollout's memory is bounded by the tile, not the domain; below it runs whole."""
+    from stforecast.forecasting import tiling
+
+    net = models.build(
+        "convlstm", in_channels=1, frame_size=(16, 16), patch_size=2, hidden_channels=[4],
+        kernel_size=3, norm="channel", window=4,
+    ).eval()  # fmt: skip
+    assert tiling.tile_for(net, (1024, 1024)) is None  # the whole grid: cost without overlap
+    assert tiling.tile_for(net, (2048, 1500)) == (1024, 1024)
+    monkeypatch.setattr(tiling, "WHOLE_SIDE", 24)
+    monkeypatch.setattr(tiling, "WHOLE_PIXELS", 24 * 24)
+    assert tiling.tile_for(net, (20, 24)) is None
+    assert tiling.tile_for(net, (40, 30)) == (24, 24)  # 24 is a multiple of patch x window
+    calls = []
+    real = tiling._torch_stream
+
+    def spy(net_, device):
+        inner = real(net_, device)
+
+        def stream(frames, steps, guide=None):
+            calls.append(frames.shape)
+            yield from inner(frames, steps, guide)
+
+        return stream
+
+    monkeypatch.setattr(tiling, "_torch_stream", spy)
+    x = np.random.default_rng(0).random((3, 1, 40, 30)).astype(np.float32)
+    leads = list(predict(net, x, 2, tile=tiling.tile_for(net, (40, 30)), batch=16))
+    assert [lead.shape for lead in leads] == [(1, 40, 30)] * 2
+    assert calls and all(c[0] * c[-2] * c[-1] <= 24 * 24 for c in calls)  # one tile per call
+
+
 # ------------------------------------------------------------------------------ the command
 
 

@@ -26,10 +26,10 @@ def moving_cell(T: int = 8, size: int = 32, v: tuple[float, float] = (1.0, 1.5))
 
 
 def guided(frame: int = 32, **options) -> torch.nn.Module:
-    opts = {"norm": "channel", "window": None} | options
+    opts = {"norm": "channel", "window": None, "guidance": True} | options
     return build(
         "convlstm", in_channels=1, frame_size=frame, patch_size=4, hidden_channels=[8],
-        kernel_size=3, guidance=True, **opts,
+        kernel_size=3, **opts,
     ).eval()  # fmt: skip
 
 
@@ -153,3 +153,68 @@ def test_patch_power_ratio_finds_speckle():
     from scipy import ndimage as ndi
 
     assert patch_power_ratio(ndi.gaussian_filter(truth, 2), truth, 4) < 0.5  # blur
+
+
+# ------------------------------------------------------------------------------ the S-PROG guide
+
+
+def test_guidance_option_is_checked_and_recorded():
+    assert guided(guidance="sprog").config["options"]["guidance"] == "sprog"
+    assert guided().config["options"]["guidance"] is True  # older cards read the same
+    for bad in ("steps", 1, [True]):
+        with pytest.raises(ValueError, match="guidance must be true, false"):
+            guided(guidance=bad)
+
+
+def test_sprog_guide_needs_rain_rates_through_log1p():
+    from types import SimpleNamespace
+
+    from stforecast.errors import ConfigError
+    from stforecast.training.objective import check_guide
+
+    temperature = SimpleNamespace(units="K", transform=SimpleNamespace(name="standardize"))
+    with pytest.raises(ConfigError, match="needs rain rates through log1p"):
+        check_guide("sprog", temperature)
+    assert check_guide(True, temperature) is True  # the extrapolation guides any quantity
+
+
+def test_untrained_sprog_guided_model_forecasts_sprog():
+    """The leads of the S-PROG guide are pysteps' S-PROG of the rates (log1p in and out), the
+    observing outputs stay the one-step advection, and an untrained model forecasts its guide
+    in the forecast path, whole and tiled: a model that starts from the stronger baseline."""
+    pytest.importorskip("pysteps", reason="pysteps is an optional extra (.[pysteps])")
+    pytest.importorskip("cv2", reason="pysteps' Lucas-Kanade needs OpenCV")
+    from stforecast.evaluation.baselines import get
+
+    rates = np.stack([3.0 * moving_cell(size=48)[t] + 0.5 * moving_cell(size=48, v=(-1, 1))[t]
+                      for t in range(6)])  # fmt: skip
+    x = np.log1p(rates)[:, None]
+    g = guidance(x, 4, "sprog")
+    np.testing.assert_allclose(g[5:, 0], np.log1p(get("sprog")(rates, 4)), atol=1e-5)
+    np.testing.assert_array_equal(g[:5], guidance(x, 4)[:5])
+    assert not np.allclose(g[5:], guidance(x, 4)[5:], atol=1e-2)  # not the extrapolation
+    for tile in (None, (32, 32)):
+        leads = np.stack(list(predict(guided(guidance="sprog"), x, 4, tile=tile)))
+        np.testing.assert_allclose(leads, g[5:], atol=1e-5)
+    with pytest.raises(ValueError, match="unknown guide"):
+        guidance(x, 4, "steps")
+
+
+def test_sprog_guide_falls_back_where_the_cascade_cannot_be_fitted(monkeypatch):
+    from stforecast import pysteps_nowcasts
+    from stforecast.errors import ConfigError
+
+    x = np.log1p(3.0 * moving_cell())[:6, None]
+
+    def degenerate(name, inputs, steps):
+        raise IndexError("index 4096 is out of bounds")  # what pysteps raised on one window
+
+    monkeypatch.setattr(pysteps_nowcasts, "nowcast", degenerate)
+    np.testing.assert_array_equal(guidance(x, 3, "sprog"), guidance(x, 3))
+
+    def missing(name, inputs, steps):
+        raise ConfigError("pysteps is not installed: pip install ...")
+
+    monkeypatch.setattr(pysteps_nowcasts, "nowcast", missing)
+    with pytest.raises(ConfigError, match="pysteps is not installed"):
+        guidance(x, 3, "sprog")

@@ -82,9 +82,29 @@ def test_windows_never_span_gaps_or_mix_splits():
     assert strided["train"].tolist() == [0, 4, 6]
 
 
+def test_validation_block_is_cut_out_of_the_training_range():
+    """A validation block mid-event (not only its end, where rain decays) with training on both
+    sides: the later split wins inside train's range, and no window straddles the cut."""
+    times = np.arange(np.datetime64("2020-01-01T00:00"), np.datetime64("2020-01-01T04:00"),
+                      np.timedelta64(10, "m"))  # fmt: skip
+    split = SplitConfig(
+        train=("2020-01-01T00:00", "2020-01-01T04:00"),
+        validation=("2020-01-01T01:30", "2020-01-01T02:30"),
+    )
+    ids = assign_splits(times, split)
+    assert ids.tolist() == [0] * 9 + [1] * 6 + [0] * 9
+    starts = window_starts(ids, np.zeros(len(times), np.int64), length=4, stride=1)
+    assert starts["train"].tolist() == [0, 1, 2, 3, 4, 5, 15, 16, 17, 18, 19, 20]
+    assert starts["validation"].tolist() == [9, 10, 11]
+
+
 def test_split_config_validation():
-    with pytest.raises(ValueError, match="overlap"):
-        SplitConfig(train=("2020-01-01", "2020-01-03"), test=("2020-01-02", "2020-01-04"))
+    with pytest.raises(ValueError, match="validation and test overlap"):
+        SplitConfig(
+            train=("2020-01-01", "2020-01-09"),
+            validation=("2020-01-02", "2020-01-04"),
+            test=("2020-01-03", "2020-01-05"),
+        )
     with pytest.raises(ValueError, match="add up to 1"):
         SplitConfig(fractions=(0.5, 0.2, 0.2))
     with pytest.raises(ValueError, match="need at least `train`"):

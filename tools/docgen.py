@@ -48,9 +48,10 @@ FIELD_NOTES: dict[str, str] = {
     "must add up to 1",
     "data.split.train": "`[start, end)` of the training frames, UTC; giving it switches to "
     "splitting by time ranges",
-    "data.split.validation": "`[start, end)` of the validation frames, UTC; must not overlap "
-    "the other ranges",
-    "data.split.test": "`[start, end)` of the test frames, UTC; must not overlap the other ranges",
+    "data.split.validation": "`[start, end)` of the validation frames, UTC: cut out of the "
+    "training range where inside it (a block mid-event, not only its end); must not overlap test",
+    "data.split.test": "`[start, end)` of the test frames, UTC: cut out of the training range "
+    "where inside it; must not overlap validation",
     # [model]
     "model.name": "architecture: `cms_lstm`, `sa_convlstm`, `sa_base`, `convlstm` or `predrnn` "
     "(`stforecast models` lists them)",

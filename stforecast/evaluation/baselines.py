@@ -10,7 +10,7 @@ float32 in the same units.
   "extrapolation" nowcast is the reference point of the field). See :func:`extrapolation`.
 
 - ``pysteps_extrapolation``, ``sprog``, ``steps_mean``: pysteps' own nowcasts (the optional extra;
-  see `stforecast.evaluation.pysteps_nowcasts`).
+  see `stforecast.pysteps_nowcasts`).
 
 New baselines are added with the :func:`register` decorator and looked up with :func:`get`.
 """
@@ -21,8 +21,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from stforecast import pysteps_nowcasts
 from stforecast.errors import ConfigError
-from stforecast.evaluation import pysteps_nowcasts
 from stforecast.motion import extrapolate
 
 Baseline = Callable[[np.ndarray, int], np.ndarray]
@@ -106,7 +106,7 @@ def _pysteps_baseline(name: str) -> Baseline:
         return pysteps_nowcasts.nowcast(name, _check(inputs, steps), int(steps))
 
     baseline.__name__ = name
-    baseline.__doc__ = f"pysteps' {name} nowcast (see `stforecast.evaluation.pysteps_nowcasts`)."
+    baseline.__doc__ = f"pysteps' {name} nowcast (see `stforecast.pysteps_nowcasts`)."
     return baseline
 
 

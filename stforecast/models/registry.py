@@ -35,8 +35,10 @@ OPTIONS: dict[str, Any] = {
     "se_kernel_size": 5,  # SE convolutions (paper: 5×5)
     "key_channels": 16,  # Ĉ, query/key channels of SAM and SA
     "window": None,  # attention window in latent pixels (None: the whole grid, as the papers)
-    "guidance": False,  # correct the extrapolation nowcast instead of forecasting from scratch
+    "guidance": False,  # correct a nowcast instead of forecasting from scratch: true (or
+    # "extrapolation") the extrapolation, "sprog" pysteps' S-PROG (`stforecast.motion.guidance`)
 }
+GUIDES = ("extrapolation", "sprog")  # the guides by name (true is the extrapolation)
 
 
 def register(name: str, architecture: Architecture) -> None:
@@ -84,6 +86,10 @@ def build(
         valid = ", ".join(OPTIONS)
         raise ValueError(f"unknown model option(s) {', '.join(unknown)}; valid: {valid}")
     opts = {**OPTIONS, **arch.blocks, **options}
+    if not (isinstance(opts["guidance"], bool) or opts["guidance"] in GUIDES):
+        raise ValueError(
+            f"guidance must be true, false, 'extrapolation' or 'sprog', got {opts['guidance']!r}"
+        )
     if opts["norm"] not in NORMS:
         raise ValueError(f"unknown norm {opts['norm']!r}; choose one of {', '.join(NORMS)}")
     if isinstance(hidden_channels, int):
@@ -132,7 +138,7 @@ def build(
         "patch_size": patch_size,
         "hidden_channels": hidden,
         "kernel_size": kernel_size,
-        "options": cell_opts | ({"guidance": True} if opts["guidance"] else {}),
+        "options": cell_opts | ({"guidance": opts["guidance"]} if opts["guidance"] else {}),
     }
     guided = bool(opts["guidance"])
     return SequenceModel(cells, hidden, in_channels, patch_size, frame, config, size_free, guided)

@@ -40,14 +40,16 @@ class TrainingWindows(Dataset):
         *,
         output_frames: int,
         augment: tuple[str, ...] = (),
-        guided: bool = False,
+        guided: bool | str = False,
         seed: int = 0,
     ) -> None:
+        """`guided`: False, or the guide by name (`motion.GUIDES`; True is the extrapolation)."""
         unknown = sorted(set(augment) - set(AUGMENTATIONS))
         if unknown:
             raise ValueError(f"unknown augmentation(s) {', '.join(unknown)}")
         self.base, self.output_frames = base, output_frames
-        self.augment, self.guided, self.seed = frozenset(augment), guided, seed
+        self.augment, self.guided, self.seed = frozenset(augment), bool(guided), seed
+        self.method = guided if isinstance(guided, str) else "extrapolation"
         self.epoch = 0
         self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self._cached_bytes = 0
@@ -96,7 +98,7 @@ class TrainingWindows(Dataset):
         if hit is not None:
             self._cache.move_to_end(key)
             return hit.copy()
-        g = guidance(x, self.output_frames)
+        g = guidance(x, self.output_frames, self.method)
         self._cache[key] = g
         self._cached_bytes += g.nbytes
         while self._cached_bytes > CACHE_BYTES and self._cache:
@@ -106,7 +108,7 @@ class TrainingWindows(Dataset):
 
 
 def splits(
-    train: Dataset, validation: Dataset | None, cfg: Any, guided: bool, output_frames: int
+    train: Dataset, validation: Dataset | None, cfg: Any, guided: bool | str, output_frames: int
 ) -> tuple[Dataset, Dataset | None]:
     """The training split augmented as `cfg.augment` says and the validation split as it is
     (None when empty), both guided for a guided model."""
@@ -122,7 +124,7 @@ def splits(
     if validation is None or not len(validation):  # type: ignore[arg-type]
         return train, None
     if guided:
-        validation = TrainingWindows(validation, output_frames=output_frames, guided=True)
+        validation = TrainingWindows(validation, output_frames=output_frames, guided=guided)
     return train, validation
 
 

@@ -46,7 +46,7 @@ from stforecast.training.augment import splits
 from stforecast.training.batches import Batches
 from stforecast.training.checkpoint import load_checkpoint, save_checkpoint
 from stforecast.training.metrics_log import MetricsLog, utc_now
-from stforecast.training.objective import balance_levels
+from stforecast.training.objective import balance_levels, check_guide
 from stforecast.training.running_loss import RunningLoss, TrainingError
 from stforecast.training.schedules import learning_rate
 from stforecast.training.selection import Selection, selection_event
@@ -102,10 +102,10 @@ class Trainer:
         self.stop = stop  # polled between steps (rank 0 decides)
         self.run_dir, self.data, self.ctx, self.device = run_dir, data, ctx, device
         self.progress = progress if ctx.main else None
-        cfg = self.cfg
-        output_frames = int(data.output_frames)
-        self.guided = bool(recipe.model.options.get("guidance", False))
-        train, validation = splits(data.train, data.validation, cfg, self.guided, output_frames)
+        cfg, output_frames = self.cfg, int(data.output_frames)
+        guide = check_guide(recipe.model.options.get("guidance", False), data.contract)
+        self.guided = bool(guide)
+        train, validation = splits(data.train, data.validation, cfg, guide, output_frames)
         self.batches = Batches(train, cfg, ctx, device)
         self.sampling_steps = cfg.sampling_steps or sampling.default_steps(cfg.max_steps)
 

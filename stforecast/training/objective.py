@@ -72,6 +72,25 @@ def balance_levels(contract: Any) -> tuple[float, ...]:
     return tuple(float(v) for v in np.asarray(transform.forward(np.asarray(values), params)))
 
 
+def check_guide(guide: Any, contract: Any) -> Any:
+    """`guide` (`[model] options.guidance`), checked against the data: the S-PROG guide reads
+    frames as log1p of mm/h (`motion.guidance`) and needs pysteps."""
+    if guide != "sprog":
+        return guide
+    from stforecast.data import units
+
+    if contract.transform.name != "log1p" or not units.equivalent(contract.units, "mm/h"):
+        raise ConfigError(
+            "model.options.guidance = 'sprog' needs rain rates through log1p (data.units = "
+            f"'mm/h', data.transform = 'log1p'); the data are {contract.units!r} through "
+            f"{contract.transform.name!r}"
+        )
+    from stforecast import pysteps_nowcasts
+
+    pysteps_nowcasts.require("sprog")
+    return guide
+
+
 def reverse_time(
     inputs: Tensor, targets: Tensor, coverage: Tensor | None
 ) -> tuple[Tensor, Tensor, Tensor | None]:
