@@ -226,7 +226,11 @@ GUIDES = ("extrapolation", "sprog")
 def guide_method(net: object) -> str:
     """What a guided network's card says its guide is (`[model] options.guidance`): `true` and
     "extrapolation" are the extrapolation, "sprog" is S-PROG."""
-    value = ((getattr(net, "config", None) or {}).get("options") or {}).get("guidance")
+    return guide_name(((getattr(net, "config", None) or {}).get("options") or {}).get("guidance"))
+
+
+def guide_name(value: object) -> str:
+    """`[model] options.guidance` by name: "sprog", or "extrapolation" (also for `true`)."""
     return "sprog" if value == "sprog" else "extrapolation"
 
 

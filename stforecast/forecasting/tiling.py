@@ -173,7 +173,8 @@ def batch_guide(net: Any, x: np.ndarray, steps: int) -> np.ndarray | None:
         return None
     from stforecast.motion import guidance, guide_method
 
-    return np.stack([guidance(s, steps, guide_method(net)) for s in np.asarray(x)])
+    method = guide_method(net)
+    return np.stack([guidance(s, steps, method) for s in np.asarray(x)])
 
 
 def grid_multiple(net: Any) -> int:

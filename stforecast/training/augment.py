@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from stforecast.errors import ConfigError
-from stforecast.motion import guidance
+from stforecast.motion import guidance, guide_name
 
 Tensor = torch.Tensor
 
@@ -49,7 +49,7 @@ class TrainingWindows(Dataset):
             raise ValueError(f"unknown augmentation(s) {', '.join(unknown)}")
         self.base, self.output_frames = base, output_frames
         self.augment, self.guided, self.seed = frozenset(augment), bool(guided), seed
-        self.method = guided if isinstance(guided, str) else "extrapolation"
+        self.method = guide_name(guided)
         self.epoch = 0
         self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self._cached_bytes = 0
