@@ -8,11 +8,14 @@ For each held-out radar (BOM 66, KNMI, FMI 2016 in ../shared/data):
 
 1. `stforecast train recipes/loo/without_RADAR.toml` into `WORK/without_RADAR` (skipped when
    the run exists, unless --retrain), on the other two archives at 2 km and 10 min;
-2. `stforecast evaluate HELD_OUT_FILES --model RUN --steps 6` (a hindcast through the forecast
+2. `stforecast blend -m RUN`: the weights of the model against the built-in extrapolation, lead
+   by lead, fitted on the validation range of each training archive (never the held-out one);
+   `--no-blend` scores the network alone;
+3. `stforecast evaluate HELD_OUT_FILES --model RUN --steps 6` (a hindcast through the forecast
    code path) with persistence, the built-in extrapolation, pysteps' extrapolation, S-PROG and
    the STEPS ensemble mean, and `--steps 24` (4 h; without the STEPS mean, which would double
    its cost) where the archive holds 6 + 24 frames at 10 min (BOM, KNMI; FMI has only 20);
-3. per lead: MSE and MAE per pixel (mm/h), CSI at 1 and 5 mm/h, FSS at 1 mm/h over 8 cells of
+4. per lead: MSE and MAE per pixel (mm/h), CSI at 1 and 5 mm/h, FSS at 1 mm/h over 8 cells of
    2 km (about 16 km); one markdown table per score (model and each baseline per lead) and a
    verdict line per radar: does the model beat pysteps' extrapolation and S-PROG on MSE, CSI@1
    and FSS at every lead to 60 min (and by how much where not), and from 1 to 4 h is it at
@@ -130,6 +133,22 @@ def _card(run: Path) -> dict:
     }
 
 
+def fit_blend(radar: str, run: Path, work: Path) -> dict:
+    """`stforecast blend -m RUN` (the recipe's validation ranges); the weights it stored."""
+    seconds = call([*CLI, "blend", "-m", run], work / f"blend_{radar}.log")
+    card = json.loads((run / "model.json").read_text())
+    return {"seconds": seconds, "weights": card["blending"]["weights"]}
+
+
+def drop_blend(run: Path) -> None:
+    """The network alone: the card without `blending`."""
+    from stforecast.rundir.card import read_card, write_card
+
+    card = read_card(run)
+    if card.pop("blending", None) is not None:
+        write_card(run, card)
+
+
 def hindcast(radar: str, run: Path, steps: int, baselines: list[str], work: Path) -> dict:
     spec = RADARS[radar]
     out = run / f"hindcast_{steps * 10}min"
@@ -232,11 +251,17 @@ def report(results: dict, machine: str) -> str:
         t = r["train"]
         card = t.get("card") or _card(Path(t["run"]))
         trained = "existing run" if t["skipped"] else f"`train` took {t['seconds']:.0f} s"
+        b = r.get("blend")
+        blended = (
+            f" Blended with the extrapolation (`blend`, {b['seconds']:.0f} s), model weight by "
+            f"lead: {', '.join(f'{w:.2f}' for w in b['weights'])}."
+            if b else " The network alone (no blend)."
+        )  # fmt: skip
         lines += [f"## {spec['title']} held out (trained on {' and '.join(others)})", "",
                   f"Run `{t['run']}`: {trained}; {card['steps']} steps in "
                   f"{card['train_seconds']:.0f} s of training (stopped by {card['stopped']}), "
                   f"scored weights: {card['weights']} "
-                  f"(validation step {card['best_step']})."]  # fmt: skip
+                  f"(validation step {card['best_step']}).{blended}"]  # fmt: skip
         for steps, h in r["hindcasts"].items():
             doc = h["doc"]
             lines += ["", f"### To {int(steps) * 10} min: {doc['cases']} reference times, "
@@ -282,6 +307,7 @@ def main() -> None:
     parser.add_argument("--baselines", default=",".join(BASELINES), help="to 60 min")
     parser.add_argument("--long-baselines", default=",".join(LONG_BASELINES), help="to 4 h")
     parser.add_argument("--no-long", action="store_true", help="skip the 4 h hindcasts")
+    parser.add_argument("--no-blend", action="store_true", help="score the network alone")
     args = parser.parse_args()
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -295,10 +321,13 @@ def main() -> None:
         print(f"== {RADARS[radar]['title']} held out", flush=True)
         t = train(radar, work, args.overrides, args.retrain)
         run = Path(t["run"])
+        if args.no_blend:
+            drop_blend(run)
+        blended = None if args.no_blend else fit_blend(radar, run, work)
         hindcasts = {6: hindcast(radar, run, 6, baselines, work)}
         if RADARS[radar]["long"] and not args.no_long:
             hindcasts[24] = hindcast(radar, run, 24, long_baselines, work)
-        results[radar] = {"train": t, "hindcasts": hindcasts}
+        results[radar] = {"train": t, "blend": blended, "hindcasts": hindcasts}
         # write as we go: a later failure keeps the finished radars
         (work / "leave_one_out.json").write_text(json.dumps(results, indent=1, default=str))
         text = report(results, machine_line())

@@ -1,5 +1,5 @@
-"""`stforecast blend`: fit the weights of the model against the extrapolation nowcast for the
-lead times beyond the model's training horizon, on a hindcast, into the run's model card."""
+"""`stforecast blend`: fit the weights of the model against the extrapolation nowcast, lead by
+lead, on a hindcast, into the run's model card."""
 
 from __future__ import annotations
 
@@ -14,13 +14,20 @@ from stforecast.cli.signals import checked, deferred
 
 
 def blend(
-    data: Annotated[list[str], typer.Argument(help="Archive files, directories or globs.")],
+    data: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Archive files, directories or globs (default: each archive of the recipe, "
+            "over its validation range)."
+        ),
+    ] = None,
     model: Annotated[
         Path | None,
         typer.Option("--model", "-m", envvar="STFORECAST_MODEL", help="Run directory."),
     ] = None,
     hours: Annotated[
-        float | None, typer.Option(help="Longest lead time to fit, in hours (e.g. 4).")
+        float | None,
+        typer.Option(help="Longest lead time to fit, in hours (default: the training horizon)."),
     ] = None,
     steps: Annotated[int | None, typer.Option(help="Longest lead time to fit, in steps.")] = None,
     start: Annotated[
@@ -37,15 +44,13 @@ def blend(
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
-    """Fit the long-lead blend of a run on a hindcast and store it in its model card. The
-    period defaults to the recipe's validation split when that is a time range.
+    """Fit the blend of the model with the extrapolation, lead by lead, on a hindcast, and
+    store it in the run's model card. The period defaults to the recipe's validation split.
 
-    Example: stforecast blend /data/radar/ -m runs/radar --hours 4
+    Example: stforecast blend -m runs/radar --hours 4
     """
     if model is None:
         raise fail("no model: pass --model RUN_DIR or set STFORECAST_MODEL")
-    if hours is None and steps is None:
-        raise fail("give the longest lead time to fit: --hours or --steps")
     with engine_errors():
         seconds = parse_duration(every) if every else None
         with deferred():
@@ -56,7 +61,7 @@ def blend(
         )  # fmt: skip
     leads = range(result.first_lead, result.first_lead + len(result.weights))
     shown = ", ".join(f"{k}: {w:.2f}" for k, w in zip(leads, result.weights, strict=True))
-    typer.echo(f"{model}: model weight per lead (steps) beyond the training horizon: {shown}")
+    typer.echo(f"{model}: model weight per lead (steps): {shown}")
     typer.echo(
         f"fitted on {result.fitted_on['forecasts']} forecasts; written to {model}/model.json"
     )

@@ -4,8 +4,9 @@ Exit codes (docs/operations.md, shown by `--help`): 0 written, 1 internal error,
 data, 4 input does not fit the model, 5 another forecast holds the output's lock, 124 a server
 job past its timeout, 130/143 SIGINT/SIGTERM. Failures print one line on stderr (`--debug` adds
 the traceback); `--log-json` prints one JSON object per stage on stdout, each stamped with time,
-host and pid (`cli.logjson`). `--model` is a run directory or an exported `.onnx` file, which
-runs on onnxruntime without importing PyTorch.
+host and pid (`cli.logjson`). `--model` is a run directory, a shipped model's name (`radar`,
+the default when none is named) or an exported `.onnx` file, which runs on onnxruntime without
+importing PyTorch.
 With `--socket` (or $STFORECAST_SOCKET) the job runs on a `stforecast serve` server, or here when
 none listens; a server job past the server's `--job-timeout` exits 124. A newest input frame a
 time step old or more (relative to `--reference-time`, else now) adds a `warning:` line to a
@@ -58,8 +59,9 @@ def forecast(
             "--model",
             "-m",
             envvar="STFORECAST_MODEL",
-            help="Run directory (a trained model), or its export `stforecast export --format "
-            "onnx` writes (runs on onnxruntime, without PyTorch).",
+            help="Run directory (a trained model), a shipped model's name (default: `radar`, "
+            "for precipitation), or the file `stforecast export --format onnx` writes (runs "
+            "on onnxruntime, without PyTorch).",
         ),
     ] = None,
     out: Annotated[
@@ -127,9 +129,10 @@ def forecast(
         ),
     ] = None,
 ) -> None:
-    """Forecast from the newest frames of SOURCE with a trained run; atomic, locked, for cron.
+    """Forecast from the newest frames of SOURCE with a trained run (default: the shipped radar
+    nowcaster, for precipitation); atomic, locked, for cron.
 
-    Example: stforecast forecast /data/radar/ --hours 4 -m runs/radar --out nowcasts/
+    Example: stforecast forecast /data/radar/ --hours 4 --out nowcasts/
 
     Exit codes (docs/operations.md):
 
@@ -153,8 +156,6 @@ def forecast(
         from stforecast.io.sources import recursive_patterns
 
         sources = recursive_patterns(sources)
-    if model is None:
-        raise _error(emit, "no model: pass --model RUN_DIR or set STFORECAST_MODEL", 2, debug, None)
     if age is not None:
         emit({"stage": "start-up", "duration_s": age})
     try:

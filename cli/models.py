@@ -1,4 +1,5 @@
-"""`stforecast models`: the registered architectures and their size at one configuration."""
+"""`stforecast models`: the registered architectures and their size at one configuration, and
+the models shipped with the package (by short name, from their cards)."""
 
 from __future__ import annotations
 
@@ -66,4 +67,38 @@ def models(
             )
             count = sum(p.numel() for p in net.parameters())
             table.add_row(name, f"{count:,}", arch.description, arch.paper)
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    if not names:
+        _shipped(console)
+
+
+def _shipped(console) -> None:
+    """The shipped models (`--model NAME`), one row each from its card."""
+    from rich.table import Table
+
+    from stforecast import pretrained
+
+    table = Table(title="shipped models (--model NAME; `radar` is the default of forecast)")
+    for column in ("name", "architecture", "takes", "grid", "frames", "trained on"):
+        table.add_column(column)
+    for name in pretrained.names():
+        s = pretrained.summary(name)
+        guide = f", guided by {s['guidance']}" if s["guidance"] else ""
+        blended = ", blended" if s["blended"] else ""
+        table.add_row(
+            name,
+            f"{s['architecture']} ({s['parameters']:,} parameters{guide}{blended})",
+            _takes(s),
+            f"{s['spacing_m']:g} m, {s['time_step_seconds'] // 60} min",
+            f"{s['frames'][0]} in, {s['frames'][1]} out",
+            ", ".join(s["trained_on"]),
+        )
+    console.print(table)
+
+
+def _takes(s: dict) -> str:
+    """What a shipped model forecasts: any variable of its quantities, or its own variable."""
+    if s["accepts"]:
+        return f"{', '.join(s['accepts'])} (any name); answers in the input's units"
+    return f"{s['variable']} in {s['units']}"

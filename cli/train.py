@@ -25,6 +25,13 @@ def train(
     device: Annotated[
         str | None, typer.Option(help="auto, cpu, cuda or mps (overrides train.device).")
     ] = None,
+    init: Annotated[
+        str | None,
+        typer.Option(
+            help="Start from these weights (fine-tuning): a run directory or a shipped model's "
+            "name, e.g. radar (overrides train.init; the recipe's [model] must match)."
+        ),
+    ] = None,
     dry_run: Annotated[
         bool,
         typer.Option(help="Validate, build the model, print its size and memory; no training."),
@@ -43,7 +50,8 @@ def train(
 
     Examples: stforecast train recipes/quickstart.toml ·
     stforecast train recipes/moving_mnist.toml --set train.max_steps=2000 --out runs/mm ·
-    torchrun --nproc-per-node 4 -m stforecast train recipes/radar_nowcast.toml
+    torchrun --nproc-per-node 4 -m stforecast train recipes/radar_nowcast.toml ·
+    stforecast train my_radar.toml --init radar
     """
     from stforecast.cli.logjson import emitter
     from stforecast.config import load_recipe as load
@@ -52,6 +60,8 @@ def train(
     overrides = list(set_ or [])
     if device:
         overrides.append(f"train.device={device}")
+    if init:
+        overrides.append(f"train.init={init}")
     with engine_errors():
         cfg = load(recipe, overrides)
         if dry_run:

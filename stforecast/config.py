@@ -319,6 +319,7 @@ class ModelConfig(_Strict):
 
 # `train.select`: the names metrics.json gives these scores (`evaluation.metrics.key`).
 SELECT_PATTERN = r"^(loss|csi_\d+(\.\d+)?|fss_\d+(\.\d+)?_[1-9]\d*)$"
+Beta = Annotated[float, Field(ge=0, lt=1)]
 
 
 class TrainConfig(_Strict):
@@ -327,10 +328,7 @@ class TrainConfig(_Strict):
     optimizer: Literal["adamw", "adam"] = "adamw"
     lr: Annotated[float, Field(gt=0)] = 1e-3
     weight_decay: Annotated[float, Field(ge=0)] = 0.01
-    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (
-        0.9,
-        0.999,
-    )
+    betas: tuple[Beta, Beta] = (0.9, 0.999)
     schedule: Literal["constant", "cosine", "onecycle"] = "constant"
     min_lr: Annotated[float, Field(ge=0)] = 0.0
     loss: Literal["l2", "l1", "l1+l2"] = "l1+l2"
@@ -380,6 +378,7 @@ class TrainConfig(_Strict):
         "5, 10, 30 from 0, 2, 5, 10, 30 mm/h), the B-MSE/B-MAE of the loss",
     )
     tensorboard: bool = True
+    init: str | None = Field(None, description="start from a run's or a shipped model's weights")
 
     @model_validator(mode="after")
     def _augmentations(self) -> TrainConfig:

@@ -19,6 +19,7 @@ FLOORS = {
     "motion": 0,  # optical flow and advection: numpy and scipy only
     "pysteps_nowcasts": 0,  # pysteps' nowcasts: baselines, and the S-PROG guide of a model
     "io": 1,
+    "pretrained": 1,  # the shipped models: weights and cards, found by name
     "devices": 2,
     "config": 3,  # the recipe schema validates units with data.units: one floor with data
     "data": 3,

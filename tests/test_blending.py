@@ -1,9 +1,10 @@
-"""The long-lead blend: least-squares weights by hand, the card field and its checks, and a
-forecast beyond the training horizon that is exactly the blend of the model and the
-extrapolation with the fitted weights."""
+"""The blend of the model with the extrapolation: least-squares weights by hand, the card field
+and its checks, a forecast (within and beyond the training horizon) that is exactly the blend
+with the fitted weights, and the default fitting periods of a multi-archive recipe."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -49,7 +50,7 @@ def test_blend_and_card_field():
     np.testing.assert_allclose(blend(m, e, 0.25), [0.5, 2.0, 3.5])  # no extrapolation: model
     bad_entries = [
         {"first_lead": 4, "weights": [1.5]},
-        {"first_lead": 1, "weights": [0.5]},
+        {"first_lead": 0, "weights": [0.5]},
         {"first_lead": 4, "weights": []},
         {"first_lead": 4, "weights": ["x"]},
         [1],
@@ -64,16 +65,17 @@ def tiny(tmp_path_factory):
     return make_run(tmp_path_factory.mktemp("blend"), steps=4)
 
 
-def test_fitted_forecast_beyond_the_horizon_is_the_blend(tiny, tmp_path):
+def test_fitted_forecast_is_the_blend_at_every_lead(tiny, tmp_path):
     from stforecast.evaluation.blending import fit_blending
 
     result = fit_blending(tiny["run"], [str(tiny["archive"])], steps=6, start="2024-01-01T03:00",
                           end="2024-01-01T08:00", device="cpu")  # fmt: skip
-    assert result.first_lead == 4 and len(result.weights) == 3  # leads 4..6 of a 3-lead model
+    assert result.first_lead == 1 and len(result.weights) == 6  # leads 1..6 of a 3-lead model
     assert all(0.0 <= w <= 1.0 for w in result.weights)
     card = json.loads((tiny["run"] / "model.json").read_text())
     assert card["blending"]["weights"] == list(result.weights)
     assert card["blending"]["fitted_on"]["forecasts"] > 3
+    assert card["blending"]["fitted_on"]["periods"] == [["2024-01-01T03:00", "2024-01-01T08:00"]]
 
     run = load_run(tiny["run"], device="cpu")
     frames = open_frames([str(tiny["archive"])])
@@ -81,19 +83,67 @@ def test_fitted_forecast_beyond_the_horizon_is_the_blend(tiny, tmp_path):
     alone = materialise(plan(frames, run, steps=6, checksums=False, blend=False))
     name = next(n for n in blended.data_vars if n != "crs")
     b, a = blended[name].values, alone[name].values
-    np.testing.assert_array_equal(b[:3], a[:3])  # within the horizon: the model as trained
     values = frames.isel(time=slice(-4, None)).values.astype(np.float32)
     extra = extrapolate(values, 6)
-    for k in range(4, 7):
-        w = result.weights[k - 4]
+    for k in range(1, 7):
+        w = result.weights[k - 1]
         want = np.where(np.isfinite(extra[k - 1]), w * a[k - 1] + (1 - w) * extra[k - 1], a[k - 1])
         np.testing.assert_allclose(b[k - 1], want, rtol=1e-5, atol=1e-5)
 
 
+def test_a_card_fitted_beyond_the_horizon_only_keeps_the_model_before_it(tiny):
+    run = load_run(tiny["run"], device="cpu")
+    card = {**run.card, "blending": Blending(4, (0.0,), {}).to_card()}
+    frames = open_frames([str(tiny["archive"])])
+    later = materialise(plan(frames, dataclasses.replace(run, card=card), steps=5, checksums=False))
+    alone = materialise(plan(frames, run, steps=5, checksums=False, blend=False))
+    name = next(n for n in later.data_vars if n != "crs")
+    np.testing.assert_array_equal(later[name].values[:3], alone[name].values[:3])
+    values = frames.isel(time=slice(-4, None)).values.astype(np.float32)
+    extra = extrapolate(values, 5)[3:]
+    np.testing.assert_allclose(later[name].values[3:], np.where(np.isfinite(extra), extra,
+                               alone[name].values[3:]), rtol=1e-5, atol=1e-5)  # fmt: skip
+
+
+def test_default_periods_are_each_archives_validation_range(tmp_path):
+    from stforecast.evaluation.blending import _parts
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "recipe.toml").write_text(
+        """
+[data]
+spacing = 2000
+[[data.archives]]
+name = "a"
+sources = ["/data/a"]
+source_units = "mm"
+pixel_size = 1000
+split.train = ["2020-01-01T00:00", "2020-01-02T00:00"]
+split.validation = ["2020-01-01T05:00", "2020-01-01T08:00"]
+[[data.archives]]
+name = "b"
+sources = ["/data/b"]
+split = { fractions = [1.0, 0.0, 0.0] }
+[model]
+name = "convlstm"
+"""
+    )
+    parts = _parts(run, None, None, None, None)
+    assert parts == [
+        (["/data/a"], "2020-01-01T05:00:00Z", "2020-01-01T08:00:00Z",
+         {"source_units": "mm", "pixel_size": 1000.0}),
+    ]  # fmt: skip
+    given = _parts(run, ["/x"], "2020-01-01T01:00", None, {"pixel_size": 500})
+    assert given == [(["/x"], "2020-01-01T01:00", None, {"pixel_size": 500})]
+
+
 def test_blend_command_errors(tiny):
-    cli = [sys.executable, "-m", "stforecast", "blend", str(tiny["archive"]), "-m"]
-    res = subprocess.run([*cli, str(tiny["run"])], capture_output=True, text=True)
-    assert res.returncode == 2 and "--hours or --steps" in res.stderr
-    res = subprocess.run([*cli, str(tiny["run"]), "--steps", "2"], capture_output=True, text=True)
-    assert res.returncode == 2 and "blending starts after them" in res.stderr, res.stderr
+    cli = [sys.executable, "-m", "stforecast", "blend"]
+    res = subprocess.run([*cli, "-m", str(tiny["run"])], capture_output=True, text=True)
+    assert res.returncode == 2 and "no validation time range" in res.stderr, res.stderr
+    assert res.stderr.count("\n") == 1
+    res = subprocess.run([*cli, str(tiny["archive"]), "-m", str(tiny["run"])],
+                         capture_output=True, text=True)  # fmt: skip
+    assert res.returncode == 2 and "--start and --end" in res.stderr, res.stderr
     assert res.stderr.count("\n") == 1

@@ -145,6 +145,9 @@ class DataContract:
     store: str | None = None
     values: str | None = None
     archives: tuple[Archive, ...] = ()
+    # quantities (`units.quantity`) of any variable the model takes in place of `variable`:
+    # a general model (the shipped radar nowcaster) reads a rain rate, depth or dBZ by any name
+    accepts: tuple[str, ...] = ()
 
     # ------------------------------------------------------------------ derived
 
@@ -154,8 +157,11 @@ class DataContract:
         return [self.variable] if isinstance(self.variable, str) else list(self.variable)
 
     @property
-    def selection(self) -> str | list[str]:
-        """The variable(s) to read from new sources (`open_frames(variable=...)`)."""
+    def selection(self) -> str | list[str] | None:
+        """The variable(s) to read from new sources (`open_frames(variable=...)`); None, the
+        sources' only variable, for a model that `accepts` a quantity by any name."""
+        if self.accepts:
+            return None
         return self.variable if isinstance(self.variable, str) else list(self.variable)
 
     @property
@@ -209,6 +215,8 @@ class DataContract:
             out["archives"] = [a.to_dict() for a in self.archives]
         if self.frame_size is not None:
             out["frame_size"] = list(self.frame_size)
+        if self.accepts:
+            out["accepts"] = list(self.accepts)
         return out
 
     def to_manifest(self) -> dict[str, Any]:
@@ -327,7 +335,17 @@ def _parse(entry: Mapping[str, Any], where: str, error: type[Exception]) -> Data
         store=entry.get("store"),
         values=entry.get("values"),
         archives=_archives(entry.get("archives") or [], where, error),
+        accepts=_accepts(entry.get("accepts") or [], where, error),
     )
+
+
+ACCEPTABLE = ("rate", "accumulation", "reflectivity")
+
+
+def _accepts(entries: Any, where: str, error: type[Exception]) -> tuple[str, ...]:
+    if not isinstance(entries, list) or not all(e in ACCEPTABLE for e in entries):
+        raise error(f"{where}: field 'accepts' must list quantities of {', '.join(ACCEPTABLE)}")
+    return tuple(entries)
 
 
 def _archives(entries: Any, where: str, error: type[Exception]) -> tuple[Archive, ...]:

@@ -1,11 +1,11 @@
-"""Fit the long-lead blend of a run (`stforecast blend`): hindcast a period through the forecast
-path with the model alone, and choose for each lead beyond the training horizon the weight of
-the model against the extrapolation nowcast that minimises the squared error
-(`forecasting.blend`). The weights go into the run's model card; `forecast`, `serve` and
-`evaluate` apply them from then on.
+"""Fit the blend of a run (`stforecast blend`): hindcast a period through the forecast path with
+the model alone, and choose for each lead the weight of the model against the extrapolation
+nowcast that minimises the squared error (`forecasting.blend`). The weights go into the run's
+model card; `forecast`, `serve` and `evaluate` apply them from then on.
 
-The period defaults to the run's validation split when its recipe gives it as a time range: the
-weights are then chosen on data the model was not trained on and the test split stays unseen.
+The period defaults to the run's validation split, archive by archive where the recipe has
+several (each with its own sources and declarations): the weights are then chosen on data the
+model was not trained on, and the test split stays unseen.
 """
 
 from __future__ import annotations
@@ -23,10 +23,13 @@ from stforecast.motion import extrapolate
 from stforecast.rundir.card import read_card, write_card
 from stforecast.rundir.load import load_run, run_recipe
 
+# (sources, start, end, what `evaluate --archive` would declare): one stretch to hindcast
+Part = tuple[list[str], str | None, str | None, dict[str, Any] | None]
+
 
 def fit_blending(
     model: str | Path,
-    sources: list[str],
+    sources: list[str] | None = None,
     *,
     start: str | None = None,
     end: str | None = None,
@@ -37,51 +40,77 @@ def fit_blending(
     device: str = "auto",
     progress: Any = None,
 ) -> Blending:
-    """Fit and store the blend of the run `model` on a hindcast of `sources`; returns it."""
+    """Fit and store the blend of the run `model` on a hindcast of `sources` (default: the
+    recipe's validation split of each archive), leads 1 to `steps`/`hours` (default: the
+    training horizon); returns it."""
     run_dir = Path(model)
     run = load_run(run_dir, device=device)
     run = dataclasses.replace(run, card={k: v for k, v in run.card.items() if k != "blending"})
-    first = run.contract.output_frames + 1
     total = lead_steps(run, steps=steps, hours=hours)
-    if total < first:
-        raise ConfigError(
-            f"the model forecasts {first - 1} leads as trained; blending starts after them: "
-            f"ask for more (--hours or --steps)"
-        )
-    start, end = _period(run_dir, start, end)
-    cases, count, _ = hindcast_cases(
-        run, sources, start=start, end=end, every=every, steps=total, archive=archive
-    )
-    fit = Fit(first, total)
-    for i, case in enumerate(cases):
-        fit.add(case.model, extrapolate(case.inputs, total), case.truth)
-        if progress is not None:
-            progress(i + 1, count)
+    parts = _parts(run_dir, sources, start, end, archive)
+    fit = Fit(1, total)
+    for part_sources, part_start, part_end, declared in parts:
+        cases, count, _ = hindcast_cases(
+            run, part_sources, start=part_start, end=part_end, every=every, steps=total,
+            archive=declared,
+        )  # fmt: skip
+        for i, case in enumerate(cases):
+            fit.add(case.model, extrapolate(case.inputs, total), case.truth)
+            if progress is not None:
+                progress(i + 1, count)
     if fit.cases == 0:
         raise ConfigError("no hindcast could be made in the period: nothing to fit on")
     fitted_on = {
-        "sources": [Path(s).name for s in sources],
-        "start": start,
-        "end": end,
+        "sources": [Path(s).name for part in parts for s in part[0]],
+        "periods": [[part[1], part[2]] for part in parts],
         "forecasts": fit.cases,
         "pixels_per_lead": [int(n) for n in fit.count],
     }
-    result = Blending(first, fit.weights(), fitted_on)
+    result = Blending(1, fit.weights(), fitted_on)
     card = read_card(run_dir)
     card["blending"] = result.to_card()
     write_card(run_dir, card)
     return result
 
 
-def _period(run_dir: Path, start: str | None, end: str | None) -> tuple[str | None, str | None]:
-    """The fitting period: as given, else the recipe's validation time range."""
-    if start is not None or end is not None:
-        return start, end
+def _parts(
+    run_dir: Path,
+    sources: list[str] | None,
+    start: str | None,
+    end: str | None,
+    archive: dict[str, Any] | None,
+) -> list[Part]:
+    """What to hindcast: the sources as given (over the period given, else the recipe's
+    validation time range), or each archive of the recipe over its validation time range."""
     recipe = run_recipe(run_dir)
-    validation = recipe.data.split.validation if recipe is not None else None
-    if validation is None:
+    data = recipe.data if recipe is not None else None
+    if sources:
+        if start is not None or end is not None:
+            return [(list(sources), start, end, archive)]
+        validation = data.split.validation if data is not None else None
+        if validation is None:
+            raise ConfigError(
+                "give the fitting period with --start and --end (the run's recipe has no "
+                "validation time range to default to)"
+            )
+        return [(list(sources), *_range(validation), archive)]
+    if data is None:
+        raise ConfigError("give the archive to fit on (the run has no recipe to default to)")
+    parts: list[Part] = []
+    if data.sources and data.split.validation is not None:
+        parts.append((list(data.sources), *_range(data.split.validation), None))
+    for entry in data.archives:
+        validation = (entry.split or data.split).validation
+        if validation is not None:
+            declared = entry.model_dump(exclude={"name", "sources", "split"}, exclude_none=True)
+            parts.append((list(entry.sources), *_range(validation), declared or None))
+    if not parts:
         raise ConfigError(
-            "give the fitting period with --start and --end (the run's recipe has no "
-            "validation time range to default to)"
+            "the run's recipe has no validation time range to fit on: give the archive and "
+            "--start and --end"
         )
-    return tuple(fmt(to_datetime64(t)) for t in validation)  # type: ignore[return-value]
+    return parts
+
+
+def _range(validation: Any) -> tuple[str, str]:
+    return fmt(to_datetime64(validation[0])), fmt(to_datetime64(validation[1]))

@@ -46,9 +46,10 @@ def evaluate(
     fields of a `[[data.archives]]` entry (`source_units`, `pixel_size`, `variable`, crop; for a
     model of `data.spacing`), e.g. `{"source_units": "mm", "pixel_size": 1000}` for KNMI.
     """
+    from stforecast import pretrained
     from stforecast.rundir.load import run_recipe
 
-    run_dir = Path(model)
+    run_dir = pretrained.resolve(model)  # a shipped model's name: its directory
     if not run_dir.is_dir():
         raise InputError(f"{run_dir}: no such run directory (the output of `stforecast train`)")
     recipe = recipe or run_recipe(run_dir)

@@ -1,15 +1,17 @@
-"""Long leads: beyond its training horizon the forecast is a blend of the model and the
-extrapolation nowcast, lead by lead,
+"""The forecast as a blend of the model and the extrapolation nowcast, lead by lead,
 
-    F_k = w_k · M_k + (1 − w_k) · E_k,   k > T_out,
+    F_k = w_k · M_k + (1 − w_k) · E_k,
 
 with w_k in [0, 1] fitted by least squares on a hindcast (`stforecast blend`, on the validation
-period by default) and kept in the model card as `blending`. A model rolled out past the lead
-times it was trained on drifts in ways no loss has seen; the extrapolation's skill decays
-smoothly. Fitted this way the blend is never worse in MSE than the better of the two on the
-fitting period (w = 0 and w = 1 are among the candidates), and on new data it is as good as the
-period is representative. Leads beyond the last fitted one keep its weight. Within the training
-horizon the model is left as trained.
+split by default) and kept in the model card as `blending`. Within the training horizon the two
+forecasts err in different ways (the network smooths what it cannot place, the extrapolation
+keeps every cell on its track), so a mix of them beats either on a radar the model never saw;
+beyond it, a model rolled out past the lead times it was trained on drifts in ways no loss has
+seen, while the extrapolation's skill decays smoothly. Fitted this way the blend is never worse
+in MSE than the better of the two on the fitting period (w = 0 and w = 1 are among the
+candidates), and on new data it is as good as the period is representative. Leads beyond the
+last fitted one keep its weight; a card fitted before leads within the horizon were (its
+`first_lead` after 1) keeps the model as trained before `first_lead`.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ class Blending:
     fitted_on: dict[str, Any]
 
     def weight(self, lead: int) -> float:
-        """w at 1-based `lead` (1 within the training horizon)."""
+        """w at 1-based `lead` (1, the model, before `first_lead`)."""
         if lead < self.first_lead:
             return 1.0
         return self.weights[min(lead - self.first_lead, len(self.weights) - 1)]
@@ -55,7 +57,7 @@ def from_card(card: dict[str, Any], where: Any = "model card") -> Blending | Non
     if not isinstance(entry, dict):
         raise ModelMismatchError(f"{where}: field 'blending' is not a table")
     first, weights = entry.get("first_lead"), entry.get("weights")
-    if not isinstance(first, int) or isinstance(first, bool) or first < 2:
+    if not isinstance(first, int) or isinstance(first, bool) or first < 1:
         raise ModelMismatchError(f"{where}: field 'blending.first_lead' is invalid ({first!r})")
     ok = isinstance(weights, list) and weights
     ok = ok and all(isinstance(w, int | float) and not isinstance(w, bool) for w in weights)
@@ -78,7 +80,7 @@ def blend(model: np.ndarray, extrapolation: np.ndarray, w: float) -> np.ndarray:
 def mixer(blending: Blending | None, values: np.ndarray) -> Callable[..., np.ndarray]:
     """`mix(k, lead, steps)`: lead `k` `(C, H, W)` of a forecast of `steps` leads from the
     physical inputs `values` `(T, C, H, W)`, blended as `blending` says (unchanged without it,
-    and within the training horizon). The extrapolation is made once, at the first lead that
+    and before its first lead). The extrapolation is made once, at the first lead that
     needs it."""
     made: list[list[np.ndarray]] = []
 

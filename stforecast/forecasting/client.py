@@ -66,7 +66,7 @@ def submit(socket_path: str | Path, job: dict[str, Any], on_event: Event) -> dic
 
 def job_for(
     sources: list[str],
-    model: str | Path,
+    model: str | Path | None,
     out: str | Path,
     *,
     fmt_name: str | None = None,
@@ -79,6 +79,9 @@ def job_for(
     """A job with every path made absolute here, where the user typed it (the server's working
     directory is not the caller's); globs stay globs and a trailing `/` on `out` is kept.
     `max_input_age` and `now` are those of `forecast_to_file` (`now` as ISO 8601 text)."""
+    from stforecast import pretrained
+
+    model = pretrained.default() if model is None else pretrained.resolve(model)
     out_text = os.fspath(out)
     out_abs = os.path.abspath(out_text)
     if out_text.endswith(("/", os.sep)) and not out_abs.endswith(os.sep):

@@ -99,7 +99,7 @@ def checked_inputs(frames: xr.DataArray, run: Run, allow_missing: int = 0) -> In
     names = contract.variables
     source_var = frames.attrs.get("source_variable", frames.name)
     got = [source_var] if isinstance(source_var, str) else list(source_var or [])
-    if got != names:
+    if got != names and not contract.accepts:
         raise ModelMismatchError(f"the input variable is {got}, the model's is {names}")
 
     spacing = contract.processing.spacing
@@ -108,6 +108,8 @@ def checked_inputs(frames: xr.DataArray, run: Run, allow_missing: int = 0) -> In
     else:
         cfg, pixel_size = processing_config(contract), None
     source_units = cfg.source_units or frames.attrs.get("units", "")
+    if contract.accepts:
+        accepted(source_units, got, contract.accepts)
     frames = finer_step(frames, run.step, source_units)
     wanted = expected_times(frames["time"].values.max(), run.step, run.input_frames)
     chosen = select_frames(frames, run, allow_missing)
@@ -130,6 +132,21 @@ def checked_inputs(frames: xr.DataArray, run: Run, allow_missing: int = 0) -> In
     if "channel" not in da.dims:
         da = da.expand_dims("channel", axis=1)
     return Inputs(names, chosen, da, source_units, wanted)
+
+
+def accepted(have: str, got: list[str], accepts: tuple[str, ...]) -> None:
+    """A general model takes one variable (in units `have`) of the quantities it `accepts`,
+    whatever its name; anything else is a `ModelMismatchError` saying what the input is and
+    which model it needs."""
+    kind = units.quantity(have)
+    if len(got) == 1 and kind in accepts:
+        return
+    what = f"{', '.join(got)} in {have!r}" if have else ", ".join(got)
+    raise ModelMismatchError(
+        f"the input is {what} ({kind or 'not a known quantity'}); this model forecasts "
+        f"precipitation only (a rain rate, an accumulation or reflectivity in dBZ): pass "
+        f"--model with a run trained on {', '.join(got)}"
+    )
 
 
 def finer_step(da: xr.DataArray, step: int, source_units: str) -> xr.DataArray:

@@ -60,7 +60,7 @@ def output_name(template: xr.Dataset, fmt_name: str) -> str:
 
 def forecast_to_file(
     sources: list[str],
-    model: str | Path | Run,
+    model: str | Path | Run | None,
     out: str | Path,
     *,
     fmt_name: str | None = None,
@@ -81,7 +81,8 @@ def forecast_to_file(
     hangs up, or a callable returning True, as the command line's signal flag) is checked after
     reading, between lead times and once more just before the file is committed: once set, the
     job stops with `CancelledError` and nothing is written. `max_input_age` (seconds, ISO 8601)
-    replaces the run's; `now` is the expected reference time (`plan.plan`).
+    replaces the run's; `now` is the expected reference time (`plan.plan`). `model` None is
+    the shipped default (`stforecast.pretrained`), which forecasts precipitation only.
     Returns a summary (output path, timings per stage, peak memory, inputs).
     """
     from stforecast.io.lock import output_lock
@@ -94,7 +95,7 @@ def forecast_to_file(
     out = Path(out)
     if not directory:
         replaceable(out)  # before any work: never load a model to then refuse the output
-    run = model if isinstance(model, Run) else load_run(model, device=device)
+    run = _loaded(model, device)
     fmt_name = fmt_name or run.options.format
     if fmt_name not in FORMATS:
         raise ConfigError(f"the format must be one of {', '.join(FORMATS)}, got {fmt_name!r}")
@@ -162,6 +163,17 @@ def _age_limit(run: Run, max_input_age: float | str | None) -> float | None:
     except ValidationError as err:
         message = err.errors()[0]["msg"].removeprefix("Value error, ")
         raise ConfigError(f"max_input_age: {message}") from None
+
+
+def _loaded(model: str | Path | Run | None, device: str) -> Run:
+    """The run to forecast with: as given, or the shipped default (`stforecast.pretrained`)."""
+    if isinstance(model, Run):
+        return model
+    if model is None:
+        from stforecast import pretrained
+
+        model = pretrained.default()
+    return load_run(model, device=device)
 
 
 def _open(sources: list[str], run: Run) -> xr.DataArray:

@@ -79,8 +79,8 @@ def plan(
     the wall clock): frames after it are not used, and the newest frame's age is measured from
     it (`info`'s `input_age_seconds` and `stale`). A newest frame older than `max_input_age`
     seconds is an `InputError`; the forecast job passes the recipe's, an analysis none.
-    Leads beyond the model's horizon are blended with the extrapolation where the card has
-    `blending` weights (`forecasting.blend`), unless `blend` is False (when fitting them)."""
+    Leads are blended with the extrapolation where the card has `blending` weights
+    (`forecasting.blend`), unless `blend` is False (when fitting them)."""
     run = as_run(model, device)
     opts = options or run.options
     contract = run.contract
@@ -143,7 +143,7 @@ def plan(
 
 
 def _mixer(run: Run, values: np.ndarray, blend: bool):
-    """The card's long-lead blend (`forecasting.blend`); without one, the model's leads as they
+    """The card's blend (`forecasting.blend`); without one, the model's leads as they
     are, and the motion code (scipy, scikit-image) is not even imported."""
     if not blend or run.card.get("blending") is None:
         return lambda k, lead, steps: lead

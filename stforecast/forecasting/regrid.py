@@ -6,7 +6,10 @@ onto the input's cell centres (separable, NaN-aware; edge cells held), cells out
 grid's extent (the far rows and columns that did not fill a whole model cell) and cells where
 the newest input frame had no value are missing (NaN). The file then has the input's
 coordinates, CRS and geotransform; `model_spacing_metres` and a `comment` say what was done.
-Models without a spacing are left as they are: their forecast is on the model's grid.
+A general model (one whose card `accepts` any precipitation: the shipped radar nowcaster)
+answers in the input's own units: a rate, a depth per (forecast) time step or dBZ
+(`data.units.convert`, the Z-R relation of its card). Models without a spacing are left as they
+are: their forecast is on the model's grid.
 
 `forecast` (the package's `stforecast.forecast`) is the whole path in memory: frames of any
 kind (`inputs.as_frames`), the plan, the leads on the input's grid.
@@ -22,12 +25,14 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from stforecast.data import units
 from stforecast.data.archives import for_input
 from stforecast.data.resample import grid_frames
 from stforecast.data.spacing import interpolation, onto
 from stforecast.errors import ConfigError
 from stforecast.forecasting.inputs import as_frames, as_time
 from stforecast.forecasting.plan import Plan, materialise, plan
+from stforecast.forecasting.template import answered
 from stforecast.io import cf
 from stforecast.io.grid import geotransform
 from stforecast.rundir.load import Run, as_run
@@ -47,6 +52,14 @@ def native_grid(frames: xr.DataArray, run: Run, reference: Any = None) -> xr.Dat
         frames = frames.sel(time=frames["time"] <= np.datetime64(reference, "ns"))
     out = grid_frames(cfg, frames.isel(time=[-1]), run.step)
     out.attrs["model_spacing_metres"] = float(contract.processing.spacing)
+    source = cfg.source_units or frames.attrs.get("units", "")
+    if contract.accepts and not units.equivalent(source, contract.units):
+        out.attrs["answer"] = {  # the input's units, from the model's (`on_input_grid`)
+            "units": units.normalise(source),
+            "from": contract.units,
+            "step_seconds": run.step,
+            "zr": tuple(contract.processing.zr),
+        }
     return out
 
 
@@ -60,12 +73,15 @@ def on_input_grid(p: Plan, native: xr.DataArray | None) -> Plan:
     newest = np.asarray(native.values, np.float32).reshape(-1, *native.shape[-2:])
     missing = ~np.isfinite(newest).all(axis=0)
     template = _template_on(t, native)
+    answer = native.attrs.get("answer")
 
     def leads() -> Iterator[dict[str, np.ndarray]]:
         for lead in p.leads:
             out = {}
             for name, field in lead.items():
                 fine = onto(field, wy, wx, out_y, out_x)
+                if answer is not None:
+                    fine = _answer(fine, answer)
                 fine[missing] = np.nan
                 out[name] = fine
             yield out
@@ -78,14 +94,23 @@ def on_input_grid(p: Plan, native: xr.DataArray | None) -> Plan:
     return Plan(template, leads(), p.inputs, p.timings, info)
 
 
+def _answer(field: np.ndarray, answer: dict[str, Any]) -> np.ndarray:
+    """`field` from the model's units into the input's (`native_grid`'s `answer`)."""
+    step, zr = answer["step_seconds"], answer["zr"]
+    out = units.convert(field, answer["from"], answer["units"], step_seconds=step, zr=zr)
+    return np.asarray(out, np.float32)
+
+
 def _template_on(t: xr.Dataset, native: xr.DataArray) -> xr.Dataset:
     """The forecast template with the input's grid in place of the model's."""
     ny, nx = native.sizes["y"], native.sizes["x"]
     data_vars = {}
+    answer = native.attrs.get("answer")
     for name, var in t.data_vars.items():
         if var.dims[-2:] == ("y", "x"):
             zeros = np.broadcast_to(np.float32(0), (var.shape[0], ny, nx))
-            data_vars[name] = (var.dims, zeros, var.attrs)
+            attrs = dict(var.attrs) if answer is None else answered(var.attrs, answer["units"])
+            data_vars[name] = (var.dims, zeros, attrs)
         else:
             data_vars[name] = var
     on_grid = ("y", "x")  # coordinates of the model's grid, rebuilt on the input's
@@ -113,7 +138,7 @@ def _template_on(t: xr.Dataset, native: xr.DataArray) -> xr.Dataset:
 
 def forecast(
     frames: Any,
-    model: Any,
+    model: Any = None,
     *,
     hours: float | None = None,
     steps: int | None = None,
@@ -128,7 +153,9 @@ def forecast(
     coordinate; times from its `time` coordinate), or paths as `stforecast forecast` takes
     them. From a Dataset or from files the model's variable is taken (`variable=` overrides).
     `model`: a run directory, what `stforecast.load_model` returns (`(network, card)`), or a
-    `Run` (`stforecast.rundir.load.load_run`); load it once to forecast many times.
+    `Run` (`stforecast.rundir.load.load_run`), or a shipped model's name; load it once to
+    forecast many times. Without it, the shipped radar nowcaster (`stforecast.pretrained`),
+    which takes precipitation only.
     `hours` (at the model's time step) or `steps` lead times, else the model's horizon;
     `device`: `auto`, `cpu`, `cuda`; further `options` as for
     `stforecast.forecasting.plan.plan` (`now`, `options`, `checksums`, `max_input_age`, `blend`).
@@ -147,6 +174,10 @@ def forecast(
     does not fit the model: variable, units, CRS, grid spacing, time step) and `ConfigError`
     (bad options), with the command line's messages.
     """
+    if model is None:
+        from stforecast import pretrained
+
+        model = pretrained.default()
     run = _run(model, device)
     da = as_frames(frames, run, variable)
     now = options.get("now")

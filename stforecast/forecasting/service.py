@@ -77,9 +77,10 @@ class ModelCache:
         return tuple(stamp)
 
     def get(self, run_dir: str | Path, device: str = "auto") -> Any:
+        from stforecast import pretrained
         from stforecast.rundir.load import load_run
 
-        path = Path(run_dir).resolve()
+        path = pretrained.resolve(run_dir).resolve()  # a shipped model's name: its directory
         key = (str(path), device)
         stamp = self._stamp(path)
         hit = self._runs.get(key)
@@ -92,6 +93,12 @@ class ModelCache:
         while len(self._runs) > self._size:
             self._runs.popitem(last=False)
         return run
+
+
+def _resolved(model: str | Path) -> Path:
+    from stforecast import pretrained
+
+    return pretrained.resolve(model).resolve()
 
 
 def _hung_up(sock: socket.socket, wake: int, cancel: threading.Event) -> None:
@@ -376,7 +383,7 @@ def serve(
                 "event": "listening",
                 "socket": str(path),
                 "pid": os.getpid(),
-                "models": [str(Path(m).resolve()) for m in models or []],
+                "models": [str(_resolved(m)) for m in models or []],
                 "stforecast": __version__,
             }
         )

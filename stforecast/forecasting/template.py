@@ -159,6 +159,22 @@ def _fields(
     return data_vars
 
 
+def answered(attrs: dict[str, Any], target_units: str) -> dict[str, Any]:
+    """A forecast variable's attributes once its values are in `target_units` (a general
+    model answering in the input's units): units, names and cell methods to match."""
+    quantity = units.quantity(target_units) or ""
+    out = {**attrs, "units": target_units, "long_name": cf.LONG_NAMES.get(quantity, attrs.get(
+        "long_name", ""))}  # fmt: skip
+    out.pop("cell_methods", None)
+    out.pop("standard_name", None)
+    if cf.STANDARD_NAMES.get(quantity):
+        out["standard_name"] = cf.STANDARD_NAMES[quantity]
+    methods = _cell_methods("", target_units)
+    if methods:
+        out["cell_methods"] = methods
+    return out
+
+
 def _cell_methods(source_units: str, target_units: str) -> str | None:
     """`time: sum` for an amount per time step; `time: mean` for a rate made from amounts per
     step (the mean rate over the step); None for rates and reflectivities as observed."""
@@ -264,5 +280,7 @@ def provenance(run: Run, inputs: list[dict[str, Any]], now: dt.datetime) -> dict
         "software": {"stforecast": __version__, **card.get("software", {})},
         "created": now.isoformat(),
     }
+    if card.get("pretrained"):  # a shipped model: its name says what it is to a reader
+        prov["model"]["pretrained"] = card["pretrained"].get("name")
     prov["software"]["stforecast"] = __version__  # the version that wrote the file
     return prov

@@ -70,9 +70,10 @@ def load_model(
     validation split, see the card's `weights.selected`), `best` or `final`. The file is checked
     against the card's sha256, and `card["weights"]["loaded"]` says which weights were loaded.
     """
+    from stforecast import pretrained
     from stforecast.rundir.card import parameter_count, read_card
 
-    run_dir = Path(run_dir)
+    run_dir = pretrained.resolve(run_dir)  # a shipped model's name: its directory
     card = read_card(run_dir)
     name, rel, expected = _weights_file(card, weights, run_dir)
     path = run_dir / rel
@@ -205,7 +206,9 @@ class Run:
 def load_run(run_dir: str | Path, *, device: str = "auto", weights: str = "selected") -> Run:
     """Load a run directory (or an exported `.onnx` file) for forecasting; refuses runs without
     a data contract."""
-    run_dir = Path(run_dir)
+    from stforecast import pretrained
+
+    run_dir = pretrained.resolve(run_dir)  # a shipped model's name: its directory
     try:
         mode = os.stat(run_dir).st_mode
     except FileNotFoundError:

@@ -41,7 +41,7 @@ from stforecast.devices import describe_device
 from stforecast.errors import ConfigError, InputError, StoppedError
 from stforecast.models.memory import TooLargeError, check_fits, meta_build, training_bytes
 from stforecast.models.registry import build_from_config
-from stforecast.training import distributed, outputs, sampling, seeding
+from stforecast.training import distributed, outputs, sampling, seeding, warmstart
 from stforecast.training.augment import splits
 from stforecast.training.batches import Batches
 from stforecast.training.checkpoint import load_checkpoint, save_checkpoint
@@ -121,7 +121,7 @@ class Trainer:
             )  # fmt: skip
             check_fits(sum(need.values()), "one training step", device)
             seeding.seed_everything(cfg.seed)  # the initial weights follow the seed
-            self.net = build_from_config(config)
+            self.net = warmstart.load(build_from_config(config), cfg.init)
         except TooLargeError as err:
             raise ConfigError(str(err)) from None
         except ValueError as err:
