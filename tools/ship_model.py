@@ -12,8 +12,9 @@
    reduced to their names), `input.accepts` (any precipitation variable, by any name) and a
    `pretrained` section naming the recipe and this command.
 
-Same recipe, same seed, same card: what differs between two runs is the creation time and the
-wall times (and the weights' last bits where the CPU's threads sum in another order).
+Same recipe, same seed, same card: what differs between two runs is the creation time, the
+wall times and the weights file's sha256 (its tensors are bit-identical; safetensors writes the
+metadata entries in a varying order). Checked on this machine (docs/pretrained.md).
 """
 
 from __future__ import annotations
