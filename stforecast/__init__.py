@@ -16,14 +16,16 @@ open_frames(sources, variable=None, ...)
 load_model(run_dir, weights="selected", device="cpu")
     A trained run directory -> `(network, card)`; the card is the model's data contract
     (variable, units, time step, grid, frames in and out).
-forecast(frames, model, hours=None, steps=None, variable=None, device="auto", ...)
-    Frames (any of the above, or paths) and a model (a run directory or `load_model`'s pair)
-    -> a CF `xarray.Dataset` of the lead times on the input's own grid, in physical units.
+forecast(frames, model=None, hours=None, steps=None, variable=None, device="auto", ...)
+    Frames (any of the above, or paths) and a model (a run directory, a shipped model's name
+    such as "radar", or `load_model`'s pair; none: the shipped radar nowcaster, for
+    precipitation) -> a CF `xarray.Dataset` of the lead times on the input's own grid.
 
 Errors are typed (`stforecast.errors`, also importable from here) and carry the command line's
 one-line messages and exit codes: `ConfigError` (2), `InputError` (3), `ModelMismatch` (4),
 `LockHeld` (5); all derive from `StforecastError`. Submodules: `io` (readers, writers), `data`
-(prepare, synthetic data), `training`, `forecasting`, `evaluation`, `viz`, `models`.
+(prepare, synthetic data), `training`, `forecasting`, `evaluation`, `viz`, `models`,
+`pretrained` (the shipped models).
 See docs/python-api.md and examples/notebook.ipynb.
 
 The package root stays light: `import stforecast` imports neither torch nor xarray (so that
