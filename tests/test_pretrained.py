@@ -1,6 +1,6 @@
 """The shipped radar nowcaster (`stforecast/pretrained/radar`): it loads with its card on the
 CPU, is the default of `forecast` for precipitation on any grid (BOM: 0.5 km, 10-min depths,
-its own azimuthal grid; KNMI: 1 km, 5-min depths, polar stereographic) and writes the forecast
+its Albers equal-area grid; KNMI: 1 km, 5-min depths, polar stereographic) and writes the forecast
 on the input's grid, refuses a temperature input with one line, is listed by `models`, and the
 wheel carries it."""
 

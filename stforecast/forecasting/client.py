@@ -81,7 +81,7 @@ def job_for(
     `max_input_age` and `now` are those of `forecast_to_file` (`now` as ISO 8601 text)."""
     from stforecast import pretrained
 
-    model = pretrained.default() if model is None else pretrained.resolve(model)
+    model = pretrained.resolve(model)  # a shipped model's name (None: the default): its path
     out_text = os.fspath(out)
     out_abs = os.path.abspath(out_text)
     if out_text.endswith(("/", os.sep)) and not out_abs.endswith(os.sep):

@@ -95,7 +95,7 @@ def forecast_to_file(
     out = Path(out)
     if not directory:
         replaceable(out)  # before any work: never load a model to then refuse the output
-    run = _loaded(model, device)
+    run = model if isinstance(model, Run) else load_run(model, device=device)
     fmt_name = fmt_name or run.options.format
     if fmt_name not in FORMATS:
         raise ConfigError(f"the format must be one of {', '.join(FORMATS)}, got {fmt_name!r}")
@@ -163,17 +163,6 @@ def _age_limit(run: Run, max_input_age: float | str | None) -> float | None:
     except ValidationError as err:
         message = err.errors()[0]["msg"].removeprefix("Value error, ")
         raise ConfigError(f"max_input_age: {message}") from None
-
-
-def _loaded(model: str | Path | Run | None, device: str) -> Run:
-    """The run to forecast with: as given, or the shipped default (`stforecast.pretrained`)."""
-    if isinstance(model, Run):
-        return model
-    if model is None:
-        from stforecast import pretrained
-
-        model = pretrained.default()
-    return load_run(model, device=device)
 
 
 def _open(sources: list[str], run: Run) -> xr.DataArray:

@@ -174,10 +174,6 @@ def forecast(
     does not fit the model: variable, units, CRS, grid spacing, time step) and `ConfigError`
     (bad options), with the command line's messages.
     """
-    if model is None:
-        from stforecast import pretrained
-
-        model = pretrained.default()
     run = _run(model, device)
     da = as_frames(frames, run, variable)
     now = options.get("now")

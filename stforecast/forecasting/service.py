@@ -77,10 +77,9 @@ class ModelCache:
         return tuple(stamp)
 
     def get(self, run_dir: str | Path, device: str = "auto") -> Any:
-        from stforecast import pretrained
         from stforecast.rundir.load import load_run
 
-        path = pretrained.resolve(run_dir).resolve()  # a shipped model's name: its directory
+        path = _resolved(run_dir)
         key = (str(path), device)
         stamp = self._stamp(path)
         hit = self._runs.get(key)
@@ -96,6 +95,7 @@ class ModelCache:
 
 
 def _resolved(model: str | Path) -> Path:
+    """The absolute directory of a run, or of a shipped model given by name."""
     from stforecast import pretrained
 
     return pretrained.resolve(model).resolve()

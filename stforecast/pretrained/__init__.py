@@ -23,9 +23,12 @@ def names() -> list[str]:
     return sorted(p.parent.name for p in HERE.glob("*/model.json"))
 
 
-def resolve(model: str | Path) -> Path:
-    """`model` as a path: an existing file or directory wins; else a shipped model's name (its
-    directory here); else the path as given (whose absence the caller reports)."""
+def resolve(model: str | Path | None) -> Path:
+    """`model` as a path: None is the default model (`default`); an existing file or directory
+    wins; else a shipped model's name (its directory here); else the path as given (whose
+    absence the caller reports)."""
+    if model is None:
+        return default()
     path = Path(model)
     if path.exists() or path.name != str(model):
         return path

@@ -203,12 +203,12 @@ class Run:
         return self.contract.input_frames
 
 
-def load_run(run_dir: str | Path, *, device: str = "auto", weights: str = "selected") -> Run:
-    """Load a run directory (or an exported `.onnx` file) for forecasting; refuses runs without
-    a data contract."""
+def load_run(run_dir: str | Path | None, *, device: str = "auto", weights: str = "selected") -> Run:
+    """Load a run directory (or an exported `.onnx` file, or a shipped model by name; None:
+    the shipped default) for forecasting; refuses runs without a data contract."""
     from stforecast import pretrained
 
-    run_dir = pretrained.resolve(run_dir)  # a shipped model's name: its directory
+    run_dir = pretrained.resolve(run_dir)  # a shipped model's name (None: the default)
     try:
         mode = os.stat(run_dir).st_mode
     except FileNotFoundError:
@@ -261,10 +261,11 @@ def check_contract(card: dict[str, Any], where: Any) -> DataContract:
 
 
 def as_run(model: Any, device: str = "auto") -> Run:
-    """A `Run` from a run directory, a `Run`, or the `(model, card)` that `load_model` returns."""
+    """A `Run` from a run directory, a shipped model's name (None: the default), a `Run`, or
+    the `(model, card)` that `load_model` returns."""
     if isinstance(model, Run):
         return model
-    if isinstance(model, (str, Path)):
+    if model is None or isinstance(model, (str, Path)):
         return load_run(model, device=device)
     if isinstance(model, tuple) and len(model) == 2:  # what `stforecast.load_model` returns
         net, card = model
