@@ -11,9 +11,10 @@
   whole output cells, the upper-left corner stays.
 
 The cell size in metres comes from the affine transform and the CRS's axis unit (km grids are
-converted); a grid without coordinates (KNMI) needs its `pixel_size`; a geographic CRS (degrees)
-has no spacing in metres and is refused. `onto` interpolates a coarse field back onto a finer
-grid by its cell centres (bilinear, separable, edges held, NaN outside the coarse extent).
+converted); a grid without coordinates (KNMI) needs its `pixel_size`; a grid on a geographic CRS
+(degrees) goes onto its local equal-area projection instead (`data.reproject.to_local`). `onto`
+interpolates a coarse field back onto a finer grid by its cell centres (bilinear, separable,
+edges held, NaN outside the coarse extent).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import math
 import numpy as np
 import xarray as xr
 
+from stforecast.data.reproject import is_geographic, to_local
 from stforecast.data.resample import coarsen, spatial_dims
 from stforecast.errors import ConfigError, InputError
 from stforecast.io.grid import pixel_space
@@ -65,6 +67,12 @@ def _whole(ratio: float) -> int | None:
 
 def to_spacing(da: xr.DataArray, spacing: float, pixel_size: float | None = None) -> xr.DataArray:
     """`da` on cells of `spacing` metres (see the module docstring); lazy on dask."""
+    ydim, xdim = spatial_dims(da)
+    placed = not (pixel_space(da[xdim].attrs) or pixel_space(da[ydim].attrs))
+    if pixel_size is None and placed and is_geographic(da):
+        out = to_local(da, spacing)
+        out.attrs["spacing_metres"] = float(spacing)
+        return out
     sx, sy = cell_metres(da, pixel_size)
     kx, ky = _whole(spacing / sx), _whole(spacing / sy)
     if kx is not None and kx == ky:

@@ -18,7 +18,7 @@ kind (`inputs.as_frames`), the plan, the leads on the input's grid.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ import xarray as xr
 
 from stforecast.data import units
 from stforecast.data.archives import for_input
+from stforecast.data.reproject import apply, points_operator
 from stforecast.data.resample import grid_frames
 from stforecast.data.spacing import interpolation, onto
 from stforecast.errors import ConfigError
@@ -68,8 +69,7 @@ def on_input_grid(p: Plan, native: xr.DataArray | None) -> Plan:
     if native is None:
         return p
     t = p.template
-    wy, out_y = interpolation(t["y"].values.astype(np.float64), native["y"].values)
-    wx, out_x = interpolation(t["x"].values.astype(np.float64), native["x"].values)
+    back = _back(t, native)
     newest = np.asarray(native.values, np.float32).reshape(-1, *native.shape[-2:])
     missing = ~np.isfinite(newest).all(axis=0)
     template = _template_on(t, native)
@@ -79,7 +79,7 @@ def on_input_grid(p: Plan, native: xr.DataArray | None) -> Plan:
         for lead in p.leads:
             out = {}
             for name, field in lead.items():
-                fine = onto(field, wy, wx, out_y, out_x)
+                fine = back(field)
                 if answer is not None:
                     fine = _answer(fine, answer)
                 fine[missing] = np.nan
@@ -94,6 +94,35 @@ def on_input_grid(p: Plan, native: xr.DataArray | None) -> Plan:
     return Plan(template, leads(), p.inputs, p.timings, info)
 
 
+def _back(t: xr.Dataset, native: xr.DataArray) -> Callable[[np.ndarray], np.ndarray]:
+    """The interpolation of a lead from the model's grid onto `native`'s: separable where both
+    have one CRS, else through the points of `native`'s cells on the model's CRS (a lat-lon
+    input on its local equal-area grid, `data.reproject`)."""
+    model_wkt = t["crs"].attrs.get("crs_wkt", "") if "crs" in t else ""
+    native_wkt = native.attrs.get("crs_wkt", "")
+    if model_wkt and native_wkt and not _same_crs(model_wkt, native_wkt):
+        ys, xs = t["y"].values, t["x"].values
+        op, outside = points_operator(ys, xs, model_wkt, native["y"].values,
+                                      native["x"].values, native_wkt)  # fmt: skip
+        shape = outside.shape
+
+        def reprojected(field: np.ndarray) -> np.ndarray:
+            out = apply(field, op=op, shape=shape)
+            out[..., outside] = np.nan
+            return out
+
+        return reprojected
+    wy, out_y = interpolation(t["y"].values.astype(np.float64), native["y"].values)
+    wx, out_x = interpolation(t["x"].values.astype(np.float64), native["x"].values)
+    return lambda field: onto(field, wy, wx, out_y, out_x)
+
+
+def _same_crs(a: str, b: str) -> bool:
+    import pyproj
+
+    return a == b or bool(pyproj.CRS.from_wkt(a).equals(pyproj.CRS.from_wkt(b)))
+
+
 def _answer(field: np.ndarray, answer: dict[str, Any]) -> np.ndarray:
     """`field` from the model's units into the input's (`native_grid`'s `answer`)."""
     step, zr = answer["step_seconds"], answer["zr"]
@@ -106,11 +135,16 @@ def _template_on(t: xr.Dataset, native: xr.DataArray) -> xr.Dataset:
     ny, nx = native.sizes["y"], native.sizes["x"]
     data_vars = {}
     answer = native.attrs.get("answer")
+    model_wkt = t[cf.GRID_MAPPING].attrs.get("crs_wkt", "") if cf.GRID_MAPPING in t else ""
+    wkt = native.attrs.get("crs_wkt", "") if model_wkt else ""
+    other = bool(wkt) and not _same_crs(model_wkt, wkt)  # a lat-lon input, say
     for name, var in t.data_vars.items():
         if var.dims[-2:] == ("y", "x"):
             zeros = np.broadcast_to(np.float32(0), (var.shape[0], ny, nx))
             attrs = dict(var.attrs) if answer is None else answered(var.attrs, answer["units"])
             data_vars[name] = (var.dims, zeros, attrs)
+        elif name == cf.GRID_MAPPING and other:
+            data_vars[name] = ((), np.int32(0), cf.grid_mapping_attrs(wkt))
         else:
             data_vars[name] = var
     on_grid = ("y", "x")  # coordinates of the model's grid, rebuilt on the input's
@@ -118,18 +152,23 @@ def _template_on(t: xr.Dataset, native: xr.DataArray) -> xr.Dataset:
         k: v for k, v in t.coords.items() if not set(v.dims) & set(on_grid) and k not in on_grid
     }
     ys, xs = native["y"].values.astype(np.float64), native["x"].values.astype(np.float64)
-    coords["y"] = ("y", ys, t["y"].attrs)
-    coords["x"] = ("x", xs, t["x"].attrs)
-    if "lat" in t.coords and "crs" in t:  # `[forecast] latlon`: of the input's cell centres
-        lat, lon = cf.latlon(t["crs"].attrs["crs_wkt"], ys, xs)
+    kind = "lonlat" if other and cf.is_lonlat(wkt) else "projected"
+    for axis, values in (("y", ys), ("x", xs)):
+        given = dict(native[axis].attrs) if other else t[axis].attrs
+        axis_attrs = cf.template_axis_attrs(kind, axis.upper(), given) if other else given
+        coords[axis] = (axis, values, axis_attrs)
+    if "lat" in t.coords and kind == "projected":  # `[forecast] latlon`: of the input's cells
+        lat, lon = cf.latlon(data_vars[cf.GRID_MAPPING][2]["crs_wkt"] if other
+                             else t[cf.GRID_MAPPING].attrs["crs_wkt"], ys, xs)  # fmt: skip
         coords["lat"] = (on_grid, lat, t["lat"].attrs)
         coords["lon"] = (on_grid, lon, t["lon"].attrs)
     attrs = dict(t.attrs)
     transform = native.attrs.get("transform")
     attrs["geotransform"] = [float(v) for v in transform] if transform else geotransform(ys, xs)
     attrs["model_spacing_metres"] = native.attrs["model_spacing_metres"]
+    how = "on a local equal-area projection, " if other else ""
     note = (
-        "forecast at the model's grid spacing, interpolated bilinearly onto the input's grid; "
+        f"forecast at the model's grid spacing {how}interpolated bilinearly onto the input's grid; "
         "missing outside the model grid and where the newest input had no value"
     )
     attrs["comment"] = f"{attrs['comment']}; {note}" if attrs.get("comment") else note
