@@ -5,8 +5,9 @@
         --data ../shared/data/radar-bom-66-20201031 --steps 24
 
 Per size: the seconds of the model's rollout (`forecasting.tiling.predict`, as `forecast` runs
-it: whole, or in tiles where `tile_for` says so), of the guide (`motion.guidance`, guided models
-only), and the process's peak resident memory above what it held before the rollout. The last
+it: whole, or in tiles where `tile_for` says so; the guide replaced by zeros), of the guide
+(`motion.guidance` with the model's own method, guided models only), the process's peak resident
+memory above what it held before the rollout, and what the guide adds to that peak. The last
 columns give each size's cost relative to 512² against the area ratio: linear cost means
 1024² ≈ 4 × 512².
 
@@ -46,35 +47,48 @@ def field(data: str, size: int, frames: int) -> np.ndarray:
 
 
 def one(model: str, data: str, size: int, steps: int, threads: int) -> dict:
+    """One size in this process: the rollout first, with the guide replaced by zeros of its
+    shape (a convolution's cost does not depend on the values), so that the peak memory is the
+    rollout's own; then the guide (`motion.guidance` with the model's own method, S-PROG or the
+    extrapolation), timed and measured on its own."""
     import torch
 
+    from stforecast import motion
     from stforecast.forecasting.tiling import predict, tile_for
-    from stforecast.motion import guidance
     from stforecast.rundir.load import load_model
 
     torch.set_num_threads(threads)
     net, card = load_model(model)
     x = field(data, size, int(card["input"]["input_frames"]))
     tile = tile_for(net, (size, size))
+    guided = bool(getattr(net, "guided", False))
+    real = motion.guidance
+    if guided:
+        shape = (x.shape[0] - 1 + steps, *x.shape[1:])
+        motion.guidance = lambda *a, **k: np.zeros(shape, np.float32)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    guide_s = 0.0
-    if getattr(net, "guided", False):
-        t0 = time.perf_counter()
-        guidance(x, steps)
-        guide_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     for _ in predict(net, x, steps, tile=tile):
         pass
-    total = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    model_s = time.perf_counter() - t0
+    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    motion.guidance = real
+    guide_s, method = 0.0, None
+    if guided:
+        method = motion.guide_method(net)
+        t0 = time.perf_counter()
+        real(x, steps, method)
+        guide_s = time.perf_counter() - t0
+    rss2 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
         "size": size,
         "tile": None if tile is None else list(tile),
-        "rollout_s": total,  # includes the guide, which predict computes itself
+        "guide": method,
         "guide_s": guide_s,
-        "model_s": total - guide_s,
-        "peak_rss_mb": peak / 1024,
-        "rollout_rss_mb": max(peak - rss0, 0) / 1024,
+        "model_s": model_s,
+        "peak_rss_mb": rss2 / 1024,
+        "rollout_rss_mb": max(rss1 - rss0, 0) / 1024,
+        "guide_rss_above_mb": max(rss2 - rss1, 0) / 1024,  # what the guide adds to the peak
     }
 
 
@@ -98,15 +112,16 @@ def main() -> None:
         rows.append(json.loads(out.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), flush=True)
     ref = next((r for r in rows if r["size"] == 512), rows[0])
-    print("| grid | tile | model s | guide s | guide / model | peak RSS MB | rollout RSS MB "
-          "| model s / 512² | area / 512² |")  # fmt: skip
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| grid | tile | model s | guide | guide s | guide / model | peak RSS MB "
+          "| rollout RSS MB | guide adds MB | model s / 512² | area / 512² |")  # fmt: skip
+    print("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         tile = "whole" if r["tile"] is None else f"{r['tile'][0]}²"
         print(
-            f"| {r['size']}² | {tile} | {r['model_s']:.2f} | {r['guide_s']:.2f} "
-            f"| {r['guide_s'] / max(r['model_s'], 1e-9):.0%} | {r['peak_rss_mb']:.0f} "
-            f"| {r['rollout_rss_mb']:.0f} | {r['model_s'] / ref['model_s']:.2f} "
+            f"| {r['size']}² | {tile} | {r['model_s']:.2f} | {r['guide'] or '-'} "
+            f"| {r['guide_s']:.2f} | {r['guide_s'] / max(r['model_s'], 1e-9):.0%} "
+            f"| {r['peak_rss_mb']:.0f} | {r['rollout_rss_mb']:.0f} "
+            f"| {r['guide_rss_above_mb']:.0f} | {r['model_s'] / ref['model_s']:.2f} "
             f"| {(r['size'] / ref['size']) ** 2:.2f} |"
         )
 

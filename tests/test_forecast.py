@@ -188,7 +188,7 @@ def test_size_free_model_on_a_large_grid_runs_in_bounded_tiles(monkeypatch):
     monkeypatch.setattr(tiling, "WHOLE_PIXELS", 24 * 24)
     assert tiling.tile_for(net, (20, 24)) is None
     assert tiling.tile_for(net, (40, 30)) == (24, 24)  # 24 is a multiple of patch x window
-    calls = []
+    calls, alive, most = [], [0], [0]
     real = tiling._torch_stream
 
     def spy(net_, device):
@@ -196,15 +196,24 @@ def test_size_free_model_on_a_large_grid_runs_in_bounded_tiles(monkeypatch):
 
         def stream(frames, steps, guide=None):
             calls.append(frames.shape)
+            alive[0] += 1
+            most[0] = max(most[0], alive[0])
             yield from inner(frames, steps, guide)
+            alive[0] -= 1
 
         return stream
 
-    monkeypatch.setattr(tiling, "_torch_stream", spy)
     x = np.random.default_rng(0).random((3, 1, 40, 30)).astype(np.float32)
-    leads = list(predict(net, x, 2, tile=tiling.tile_for(net, (40, 30)), batch=16))
+    tile = tiling.tile_for(net, (40, 30))
+    monkeypatch.setattr(tiling, "WHOLE_PIXELS", 10**6)
+    together = np.stack(list(predict(net, x, 2, tile=tile, batch=16)))  # one call, 6 tiles
+    monkeypatch.setattr(tiling, "WHOLE_PIXELS", 24 * 24)
+    monkeypatch.setattr(tiling, "_torch_stream", spy)
+    leads = list(predict(net, x, 2, tile=tile, batch=16))
     assert [lead.shape for lead in leads] == [(1, 40, 30)] * 2
-    assert calls and all(c[0] * c[-2] * c[-1] <= 24 * 24 for c in calls)  # one tile per call
+    assert len(calls) == 6 and all(c[0] * c[-2] * c[-1] <= 24 * 24 for c in calls)  # 1 tile
+    assert most[0] == 1  # each call runs through the leads before the next: one state alive
+    np.testing.assert_allclose(np.stack(leads), together, atol=1e-5)  # the same forecast
 
 
 # ------------------------------------------------------------------------------ the command

@@ -82,7 +82,9 @@ def predict(
 
     `tile=None` runs the whole grid at once (padded by reflection to what the model's patching
     and attention windows divide); otherwise overlapping tiles of that size run `batch` at a
-    time, each with its own recurrent state, and are blended per lead time. `net` is a PyTorch
+    time, each with its own recurrent state, and are blended per lead time; when they take more
+    than one call, each call runs through all the leads before the next starts (the state of one
+    call alive at a time) and the leads come once all are done. `net` is a PyTorch
     `SequenceModel` on `device`, or a network with numpy in and out (`numpy_io`, the ONNX
     file's `rundir.onnx_model.OnnxNet`), which never imports torch.
     """
@@ -150,21 +152,32 @@ def _predict(stream, net, x, steps, tile, overlap, batch) -> Iterator[np.ndarray
         return np.stack([a[:, :, r : r + tile[0], c : c + tile[1]] for r, c, _ in
                          (boxes[i] for i in chunk)])  # fmt: skip
 
-    streams = [
-        stream(crops(frames, ch), steps, None if guide is None else crops(guide, ch))
-        for ch in chunks
-    ]
+    def rollout(chunk: range) -> Iterator[np.ndarray]:
+        return stream(crops(frames, chunk), steps, None if guide is None else crops(guide, chunk))
+
+    def add(acc: np.ndarray, chunk: range, out: np.ndarray) -> None:
+        for k, i in enumerate(chunk):
+            r, c, w = boxes[i]
+            acc[:, r : r + tile[0], c : c + tile[1]] += out[k] * w
+
     weight_sum = np.zeros((H, W), np.float32)
     for r, c, w in boxes:
         weight_sum[r : r + tile[0], c : c + tile[1]] += w
-    for _ in range(steps):
-        acc = np.zeros((C, H, W), np.float32)
-        for chunk, part in zip(chunks, streams, strict=True):
-            out = next(part)
-            for k, i in enumerate(chunk):
-                r, c, w = boxes[i]
-                acc[:, r : r + tile[0], c : c + tile[1]] += out[k] * w
-        yield acc / weight_sum
+    if len(chunks) == 1:  # one call holds every tile: leads stream as they come
+        for out in rollout(chunks[0]):
+            acc = np.zeros((C, H, W), np.float32)
+            add(acc, chunks[0], out)
+            yield acc / weight_sum
+        return
+    # Several calls: each runs through all the leads before the next starts, so one call's
+    # recurrent state is alive at a time (memory bounded by the tile), and the blended leads of
+    # the domain are kept until the last call is done (the forecast itself: leads x H x W).
+    total = np.zeros((steps, C, H, W), np.float32)
+    for chunk in chunks:
+        for lead, out in zip(total, rollout(chunk), strict=True):
+            add(lead, chunk, out)
+    for lead in total:
+        yield lead / weight_sum
 
 
 def batch_guide(net: Any, x: np.ndarray, steps: int) -> np.ndarray | None:
