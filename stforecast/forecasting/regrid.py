@@ -69,10 +69,11 @@ def on_input_grid(p: Plan, native: xr.DataArray | None) -> Plan:
     if native is None:
         return p
     t = p.template
-    back = _back(t, native)
+    other = _other_crs(t, native)
+    back = _back(t, native, other)
     newest = np.asarray(native.values, np.float32).reshape(-1, *native.shape[-2:])
     missing = ~np.isfinite(newest).all(axis=0)
-    template = _template_on(t, native)
+    template = _template_on(t, native, other)
     answer = native.attrs.get("answer")
 
     def leads() -> Iterator[dict[str, np.ndarray]]:
@@ -94,16 +95,22 @@ def on_input_grid(p: Plan, native: xr.DataArray | None) -> Plan:
     return Plan(template, leads(), p.inputs, p.timings, info)
 
 
-def _back(t: xr.Dataset, native: xr.DataArray) -> Callable[[np.ndarray], np.ndarray]:
+def _other_crs(t: xr.Dataset, native: xr.DataArray) -> str:
+    """`native`'s CRS (WKT) where it is not the model grid's (a lat-lon input, put on its local
+    equal-area grid), else ''."""
+    model_wkt = t[cf.GRID_MAPPING].attrs.get("crs_wkt", "") if cf.GRID_MAPPING in t else ""
+    wkt = native.attrs.get("crs_wkt", "")
+    return wkt if model_wkt and wkt and not _same_crs(model_wkt, wkt) else ""
+
+
+def _back(t: xr.Dataset, native: xr.DataArray, other: str) -> Callable[[np.ndarray], np.ndarray]:
     """The interpolation of a lead from the model's grid onto `native`'s: separable where both
     have one CRS, else through the points of `native`'s cells on the model's CRS (a lat-lon
     input on its local equal-area grid, `data.reproject`)."""
-    model_wkt = t["crs"].attrs.get("crs_wkt", "") if "crs" in t else ""
-    native_wkt = native.attrs.get("crs_wkt", "")
-    if model_wkt and native_wkt and not _same_crs(model_wkt, native_wkt):
-        ys, xs = t["y"].values, t["x"].values
+    if other:
+        ys, xs, model_wkt = t["y"].values, t["x"].values, t[cf.GRID_MAPPING].attrs["crs_wkt"]
         op, outside = points_operator(ys, xs, model_wkt, native["y"].values,
-                                      native["x"].values, native_wkt)  # fmt: skip
+                                      native["x"].values, other)  # fmt: skip
         shape = outside.shape
 
         def reprojected(field: np.ndarray) -> np.ndarray:
@@ -130,21 +137,19 @@ def _answer(field: np.ndarray, answer: dict[str, Any]) -> np.ndarray:
     return np.asarray(out, np.float32)
 
 
-def _template_on(t: xr.Dataset, native: xr.DataArray) -> xr.Dataset:
-    """The forecast template with the input's grid in place of the model's."""
+def _template_on(t: xr.Dataset, native: xr.DataArray, other: str) -> xr.Dataset:
+    """The forecast template with the input's grid in place of the model's (and its CRS,
+    `other`, where that is not the model grid's)."""
     ny, nx = native.sizes["y"], native.sizes["x"]
     data_vars = {}
     answer = native.attrs.get("answer")
-    model_wkt = t[cf.GRID_MAPPING].attrs.get("crs_wkt", "") if cf.GRID_MAPPING in t else ""
-    wkt = native.attrs.get("crs_wkt", "") if model_wkt else ""
-    other = bool(wkt) and not _same_crs(model_wkt, wkt)  # a lat-lon input, say
     for name, var in t.data_vars.items():
         if var.dims[-2:] == ("y", "x"):
             zeros = np.broadcast_to(np.float32(0), (var.shape[0], ny, nx))
             attrs = dict(var.attrs) if answer is None else answered(var.attrs, answer["units"])
             data_vars[name] = (var.dims, zeros, attrs)
         elif name == cf.GRID_MAPPING and other:
-            data_vars[name] = ((), np.int32(0), cf.grid_mapping_attrs(wkt))
+            data_vars[name] = ((), np.int32(0), cf.grid_mapping_attrs(other))
         else:
             data_vars[name] = var
     on_grid = ("y", "x")  # coordinates of the model's grid, rebuilt on the input's
@@ -152,14 +157,13 @@ def _template_on(t: xr.Dataset, native: xr.DataArray) -> xr.Dataset:
         k: v for k, v in t.coords.items() if not set(v.dims) & set(on_grid) and k not in on_grid
     }
     ys, xs = native["y"].values.astype(np.float64), native["x"].values.astype(np.float64)
-    kind = "lonlat" if other and cf.is_lonlat(wkt) else "projected"
+    kind = "lonlat" if other and cf.is_lonlat(other) else "projected"
     for axis, values in (("y", ys), ("x", xs)):
         given = dict(native[axis].attrs) if other else t[axis].attrs
         axis_attrs = cf.template_axis_attrs(kind, axis.upper(), given) if other else given
         coords[axis] = (axis, values, axis_attrs)
     if "lat" in t.coords and kind == "projected":  # `[forecast] latlon`: of the input's cells
-        lat, lon = cf.latlon(data_vars[cf.GRID_MAPPING][2]["crs_wkt"] if other
-                             else t[cf.GRID_MAPPING].attrs["crs_wkt"], ys, xs)  # fmt: skip
+        lat, lon = cf.latlon(other or t[cf.GRID_MAPPING].attrs["crs_wkt"], ys, xs)
         coords["lat"] = (on_grid, lat, t["lat"].attrs)
         coords["lon"] = (on_grid, lon, t["lon"].attrs)
     attrs = dict(t.attrs)
