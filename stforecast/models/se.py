@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from stforecast.models.attention import attend, from_windows, resolve_window, to_windows
+from stforecast.models.attention import attend, resolve_window
 from stforecast.models.norm import ConvNorm, make_norm
 
 
@@ -54,13 +54,15 @@ class SpatiotemporalExpression(nn.Module):
         """Eq. 4 at scale s: ẑ = γ·softmax(QᵀK)V + z inside each window, for `z = [H; C]`
         stacked on the batch axis `(2B, C, H, W)` and its 1×1-conv projections `qkv`."""
         n2, ch, H, W = z.shape
-        win = resolve_window((H, W), self.window, 2**s)
-        t = to_windows(qkv, win)  # (2·B·nW, L, 3C): H windows, then C windows
-        n, L, _ = t.shape
-        t = t.reshape(2, n // 2, L, 3 * ch).transpose(0, 1).reshape(n // 2, 2 * L, 3 * ch)
-        q, k, v = t.chunk(3, dim=-1)  # a window's H and C tokens attend together
-        a = attend(q, k, v).reshape(n // 2, 2, L, ch).transpose(0, 1).reshape(n, L, ch)
-        return self.gain[s] * from_windows(a, (n2, H, W), win) + z
+        wh, ww = resolve_window((H, W), self.window, 2**s)
+        if H % wh or W % ww:
+            raise ValueError(f"latent grid {H}x{W} is not divisible by attention window {wh}x{ww}")
+        B, nh, nw = n2 // 2, H // wh, W // ww
+        # one window's tokens: its H features, then its C features (Eq. 3), in one transpose
+        t = qkv.reshape(2, B, 3 * ch, nh, wh, nw, ww).permute(1, 3, 5, 0, 4, 6, 2)
+        q, k, v = t.reshape(B * nh * nw, 2 * wh * ww, 3 * ch).chunk(3, dim=-1)
+        a = attend(q, k, v).reshape(B, nh, nw, 2, wh, ww, ch).permute(3, 0, 6, 1, 4, 2, 5)
+        return self.gain[s] * a.reshape(n2, ch, H, W) + z
 
     def expression(self, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Eqs. 3-5: the multi-scale features A_H, A_C."""
