@@ -17,9 +17,9 @@ For each held-out radar (BOM 66, KNMI, FMI 2016 in ../shared/data):
    its cost) where the archive holds 6 + 24 frames at 10 min (BOM, KNMI; FMI has only 20);
 4. per lead: MSE and MAE per pixel (mm/h), CSI at 1 and 5 mm/h, FSS at 1 mm/h over about 16 km
    (8 cells of 2 km; 16 of 1 km, 4 of 4 km with `--set data.spacing=...`); one markdown table
-   per score (model and each baseline per lead) and a verdict line per radar: does the model beat pysteps' extrapolation and S-PROG on MSE, CSI@1
-   and FSS at every lead to 60 min (and by how much where not), and from 1 to 4 h is it at
-   least as good as the better of the two.
+   per score (model and each baseline per lead) and a verdict line per radar: does the model
+   beat pysteps' extrapolation and S-PROG on MSE, CSI@1 and FSS at every lead to 60 min (and
+   by how much where not), and from 1 to 4 h is it at least as good as the better of the two.
 
 The CLI is called with subprocess, one process at a time; every stage is timed. Writes
 `WORK/leave_one_out.md` and `WORK/leave_one_out.json` and prints the markdown.
