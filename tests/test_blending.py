@@ -1,6 +1,7 @@
 """The blend of the model with the extrapolation: least-squares weights by hand, the card field
 and its checks, a forecast (within and beyond the training horizon) that is exactly the blend
-with the fitted weights, and the default fitting periods of a multi-archive recipe."""
+with the fitted weights, the default fitting periods of a multi-archive recipe, and the
+test-split evaluation of a blended run."""
 
 from __future__ import annotations
 
@@ -147,3 +148,22 @@ def test_blend_command_errors(tiny):
                          capture_output=True, text=True)  # fmt: skip
     assert res.returncode == 2 and "--start and --end" in res.stderr, res.stderr
     assert res.stderr.count("\n") == 1
+
+
+def test_the_test_split_is_scored_as_blended(tiny, tmp_path):
+    """`evaluate` on the store's test split scores the forecast `forecast` gives: with a card
+    weight of 0 at every lead the model's scores are the built-in extrapolation's, exactly."""
+    import shutil
+
+    from stforecast.evaluation.evaluate import evaluate
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny["run"], run)
+    alone = evaluate(run, tmp_path / "alone", device="cpu")["methods"]
+    card = json.loads((run / "model.json").read_text())
+    card["blending"] = Blending(1, (0.0,), {}).to_card()
+    (run / "model.json").write_text(json.dumps(card))
+    doc = evaluate(run, tmp_path / "blended", device="cpu")["methods"]
+    for score in ("mse_pixel", "mae_pixel", "ssim"):
+        np.testing.assert_allclose(doc["model"][score], doc["extrapolation"][score], rtol=1e-6)
+    assert not np.allclose(alone["model"]["mse_pixel"], alone["extrapolation"]["mse_pixel"])

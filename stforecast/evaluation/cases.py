@@ -159,11 +159,15 @@ def _forecast_batch(run: Any, x: np.ndarray, steps: int) -> np.ndarray:
 def store_cases(
     run: Any, store: str | Path, opts: EvaluateConfig, split: str = "test"
 ) -> tuple[Iterator[Case], int, float]:
-    """Cases from a prepared store's split; returns (cases, how many, observed data range)."""
+    """Cases from a prepared store's split; returns (cases, how many, observed data range).
+    The model's leads are blended with the extrapolation as the card says (`stforecast
+    blend`), as `forecast` and the hindcasts do: the scores are those of the forecast a user
+    gets."""
     import zarr
 
     from stforecast.data.dataset import WindowDataset
     from stforecast.data.store import open_store
+    from stforecast.forecasting import blend as blending
     from stforecast.forecasting.plan import card_transform
 
     ds = WindowDataset(store, split)
@@ -178,6 +182,7 @@ def store_cases(
     group = zarr.open_group(str(store), mode="r")
     times = open_store(store)[0]["time"].values
     data_range = _store_range(group, manifest, transform, params, split)
+    blend = blending.from_card(run.card, run.path)
 
     def cases() -> Iterator[Case]:
         for i in range(0, n, opts.batch_size):
@@ -193,7 +198,9 @@ def store_cases(
                 c_in, c_out = cov[b, :t_in], cov[b, t_in:]
                 inputs = np.where(c_in, phys_x[b], np.nan).astype(np.float32)
                 truth = np.where(c_out, phys_y[b], np.nan).astype(np.float32)
-                model = np.where(c_in[-1], phys_p[b], np.nan).astype(np.float32)
+                mix = blending.mixer(blend, inputs[:, None])
+                leads = [mix(k, lead[None], steps)[0] for k, lead in enumerate(phys_p[b], 1)]
+                model = np.where(c_in[-1], np.stack(leads), np.nan).astype(np.float32)
                 ref = int(item["start"]) + t_in - 1
                 yield Case(fmt(times[ref]), inputs, truth, model)
 
