@@ -117,8 +117,9 @@ def test_se_attention_matches_a_loop_over_windows():
     h, c = rand(2, 4, 8, 8), rand(2, 4, 8, 8)
     z = torch.cat([h, c], 0)
     qkv = se.qkv(z).split(12, dim=1)
-    for s in range(3):
-        fast = se.scale_attention(qkv[s], z, s)
+    for s in range(3):  # the block attends channels last
+        fast = se.scale_attention(qkv[s].permute(0, 2, 3, 1), z.permute(0, 2, 3, 1), s)
+        fast = fast.permute(0, 3, 1, 2)
         ref_h, ref_c = slow_se_scale(se, h, c, s)
         assert torch.allclose(fast[:2], ref_h) and torch.allclose(fast[2:], ref_c)
 
@@ -129,9 +130,10 @@ def test_se_attention_only_sees_its_own_window():
         h = rand(1, 4, 8, 8).requires_grad_()
         c = rand(1, 4, 8, 8).requires_grad_()
         z = torch.cat([h, c], 0)
-        out = se.scale_attention(se.qkv(z).split(12, dim=1)[s], z, s)
+        qkv = se.qkv(z).split(12, dim=1)[s].permute(0, 2, 3, 1)  # channels last
+        out = se.scale_attention(qkv, z.permute(0, 2, 3, 1), s)
         py, px = 5, 2  # one query position (in the H half)
-        out[0, :, py, px].sum().backward()
+        out[0, py, px].sum().backward()
         inside = torch.zeros(8, 8, dtype=torch.bool)
         y0, x0 = py // win * win, px // win * win
         inside[y0 : y0 + win, x0 : x0 + win] = True

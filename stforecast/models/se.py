@@ -19,6 +19,7 @@ here it scales the attention term so that every parameter is trained.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from stforecast.models.attention import attend, resolve_window
@@ -51,25 +52,31 @@ class SpatiotemporalExpression(nn.Module):
         self.norm_c = make_norm(norm, ch, size)
 
     def scale_attention(self, qkv: torch.Tensor, z: torch.Tensor, s: int) -> torch.Tensor:
-        """Eq. 4 at scale s: ẑ = γ·softmax(QᵀK)V + z inside each window, for `z = [H; C]`
-        stacked on the batch axis `(2B, C, H, W)` and its 1×1-conv projections `qkv`."""
-        n2, ch, H, W = z.shape
+        """Eq. 4 at scale s: ẑ = γ·softmax(QᵀK)V + z inside each window, channels last: for
+        `z = [H; C]` stacked on the batch axis `(2B, H, W, C)` and its projections `qkv`
+        `(2B, H, W, 3C)`."""
+        n2, H, W, ch = z.shape
         wh, ww = resolve_window((H, W), self.window, 2**s)
         if H % wh or W % ww:
             raise ValueError(f"latent grid {H}x{W} is not divisible by attention window {wh}x{ww}")
         B, nh, nw = n2 // 2, H // wh, W // ww
-        # one window's tokens: its H features, then its C features (Eq. 3), in one transpose
-        t = qkv.reshape(2, B, 3 * ch, nh, wh, nw, ww).permute(1, 3, 5, 0, 4, 6, 2)
+        # one window's tokens: its H features, then its C features (Eq. 3); channels stay last,
+        # so the permute moves whole rows of features
+        t = qkv.reshape(2, B, nh, wh, nw, ww, 3 * ch).permute(1, 2, 4, 0, 3, 5, 6)
         q, k, v = t.reshape(B * nh * nw, 2 * wh * ww, 3 * ch).chunk(3, dim=-1)
-        a = attend(q, k, v).reshape(B, nh, nw, 2, wh, ww, ch).permute(3, 0, 6, 1, 4, 2, 5)
-        return self.gain[s] * a.reshape(n2, ch, H, W) + z
+        a = attend(q, k, v).reshape(B, nh, nw, 2, wh, ww, ch).permute(3, 0, 1, 4, 2, 5, 6)
+        return self.gain[s] * a.reshape(n2, H, W, ch) + z
 
     def expression(self, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Eqs. 3-5: the multi-scale features A_H, A_C."""
-        z = torch.cat([h, c], dim=0)  # Eq. 3: H features, then C features, on the batch axis
-        qkv = self.qkv(z).split(3 * self.channels, dim=1)
-        zs = torch.cat([self.scale_attention(qkv[s], z, s) for s in range(self.scales)], dim=1)
-        a = self.fuse(torch.cat(zs.chunk(2, dim=0), dim=-1))  # Eq. 5, H and C side by side
+        """Eqs. 3-5: the multi-scale features A_H, A_C. Attention runs channels last: the 1×1
+        Q, K, V convolutions are a linear map of each pixel's features."""
+        ch = self.channels
+        z = torch.cat([h, c], dim=0).permute(0, 2, 3, 1)  # Eq. 3: [H; C] on the batch axis
+        qkv = F.linear(z, self.qkv.weight.flatten(1), self.qkv.bias)
+        zs = [self.scale_attention(qkv[..., 3 * ch * s : 3 * ch * (s + 1)], z, s)
+              for s in range(self.scales)]  # fmt: skip
+        sides = torch.cat(torch.cat(zs, dim=-1).chunk(2, dim=0), dim=2)  # H and C side by side
+        a = self.fuse(sides.permute(0, 3, 1, 2))  # Eq. 5
         a_h, a_c = a.chunk(2, dim=-1)
         return a_h, a_c
 
