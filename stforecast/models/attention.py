@@ -14,13 +14,21 @@ import torch
 import torch.nn.functional as F
 
 
+def window_counts(grid: tuple[int, int], window: tuple[int, int]) -> tuple[int, int]:
+    """Windows per side `(nH, nW)` of `window` on the latent `grid` (a `ValueError` when the
+    grid is not divisible by it)."""
+    (H, W), (wh, ww) = grid, window
+    if H % wh or W % ww:
+        raise ValueError(f"latent grid {H}x{W} is not divisible by attention window {wh}x{ww}")
+    return H // wh, W // ww
+
+
 def to_windows(x: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:
     """`(B, C, H, W)` -> `(B·nH·nW, wh·ww, C)`: the tokens of each window."""
     B, C, H, W = x.shape
     wh, ww = window
-    if H % wh or W % ww:
-        raise ValueError(f"latent grid {H}x{W} is not divisible by attention window {wh}x{ww}")
-    x = x.reshape(B, C, H // wh, wh, W // ww, ww).permute(0, 2, 4, 3, 5, 1)
+    nh, nw = window_counts((H, W), window)
+    x = x.reshape(B, C, nh, wh, nw, ww).permute(0, 2, 4, 3, 5, 1)
     return x.reshape(-1, wh * ww, C)
 
 

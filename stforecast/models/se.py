@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stforecast.models.attention import attend, resolve_window
+from stforecast.models.attention import attend, resolve_window, window_counts
 from stforecast.models.norm import ConvNorm, make_norm
 
 
@@ -57,9 +57,7 @@ class SpatiotemporalExpression(nn.Module):
         `(2B, H, W, 3C)`."""
         n2, H, W, ch = z.shape
         wh, ww = resolve_window((H, W), self.window, 2**s)
-        if H % wh or W % ww:
-            raise ValueError(f"latent grid {H}x{W} is not divisible by attention window {wh}x{ww}")
-        B, nh, nw = n2 // 2, H // wh, W // ww
+        (nh, nw), B = window_counts((H, W), (wh, ww)), n2 // 2
         # one window's tokens: its H features, then its C features (Eq. 3); channels stay last,
         # so the permute moves whole rows of features
         t = qkv.reshape(2, B, nh, wh, nw, ww, 3 * ch).permute(1, 2, 4, 0, 3, 5, 6)
