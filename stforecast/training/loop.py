@@ -46,7 +46,7 @@ from stforecast.training.augment import splits
 from stforecast.training.batches import Batches
 from stforecast.training.checkpoint import load_checkpoint, save_checkpoint
 from stforecast.training.metrics_log import MetricsLog, utc_now
-from stforecast.training.objective import balance_levels, check_guide
+from stforecast.training.objective import area_term, balance_levels, check_guide
 from stforecast.training.running_loss import RunningLoss, TrainingError
 from stforecast.training.schedules import learning_rate
 from stforecast.training.selection import Selection, selection_event
@@ -127,7 +127,7 @@ class Trainer:
         except ValueError as err:
             raise ConfigError(f"[model]: {err}") from None
         levels = balance_levels(data.contract) if cfg.balanced else None
-        self.stepper = Stepper(self.net, cfg, ctx, device, levels)
+        self.stepper = Stepper(self.net, cfg, ctx, device, levels, area_term(cfg, data.contract))
         self.selection = Selection(
             self.net,
             validation,

@@ -8,6 +8,7 @@ window trained on by `reverse_sequences` (CMS-LSTM authors' code).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -15,7 +16,7 @@ from torch import nn
 
 from stforecast.errors import ConfigError
 from stforecast.training import sampling
-from stforecast.training.losses import BALANCE_RATES, loss_terms, rollout_targets
+from stforecast.training.losses import BALANCE_RATES, area_bias, loss_terms, rollout_targets
 
 Tensor = torch.Tensor
 
@@ -24,11 +25,18 @@ class Objective(nn.Module):
     """Rollout and loss in one `forward`, which is what DDP (and `torch.compile`) wraps: DDP
     then sees every use of the weights in the step it synchronises."""
 
-    def __init__(self, net: nn.Module, kind: str, levels: tuple[float, ...] | None = None) -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        kind: str,
+        levels: tuple[float, ...] | None = None,
+        area: Area | None = None,
+    ) -> None:
         super().__init__()
         self.net = net
         self.kind = kind
         self.levels = levels  # the balanced loss's rain rates in model units, or None
+        self.area = area  # the event-area term (`train.area_loss`), or None
 
     def forward(
         self,
@@ -47,7 +55,41 @@ class Objective(nn.Module):
         out = sampling.rollout(self.net, inputs, steps, future, mask, input_mask, guide)
         ref, weight = rollout_targets(inputs, targets, coverage)
         total, _ = loss_terms(out, ref, weight, self.kind, self.levels)
-        return total / normalizer
+        loss = total / normalizer
+        if self.area is not None:  # on the forecast leads only
+            t = targets.shape[1]
+            cov = None if weight is None else weight[:, -t:]
+            term = area_bias(out[:, -t:], ref[:, -t:], cov, self.area.levels, self.area.width)
+            loss = loss + self.area.factor * term
+        return loss
+
+
+@dataclass(frozen=True)
+class Area:
+    """The event-area term of the loss: levels in the model's units, logistic width, factor."""
+
+    levels: tuple[float, ...]
+    width: float
+    factor: float
+
+
+#: The area term's logistic width in model units (log1p of mm/h: about ±10 % of the rate).
+AREA_WIDTH = 0.1
+
+
+def area_term(cfg: Any, contract: Any) -> Area | None:
+    """`train.area_loss` with `train.area_thresholds` carried into the model's units by the
+    data transform (increasing, so the events are the same); None when the factor is 0."""
+    if not cfg.area_loss:
+        return None
+    import numpy as np
+
+    from stforecast.data import transforms
+
+    params = contract.transform.per_channel(1)[0]
+    transform, _ = transforms.from_dict({**contract.transform.to_dict(), "params": params})
+    levels = transform.forward(np.asarray(cfg.area_thresholds, dtype=float), params)
+    return Area(tuple(float(v) for v in np.asarray(levels)), AREA_WIDTH, float(cfg.area_loss))
 
 
 def balance_levels(contract: Any) -> tuple[float, ...]:

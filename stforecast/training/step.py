@@ -19,7 +19,7 @@ from stforecast.config import TrainConfig
 from stforecast.errors import ConfigError
 from stforecast.models import SequenceModel
 from stforecast.training.distributed import Context
-from stforecast.training.objective import Objective, reverse_time
+from stforecast.training.objective import Area, Objective, reverse_time
 
 Tensor = torch.Tensor
 
@@ -61,12 +61,13 @@ class Stepper:
         ctx: Context,
         device: torch.device,
         levels: tuple[float, ...] | None = None,
+        area: Area | None = None,
     ) -> None:
         self.net, self.cfg, self.ctx, self.device = net, cfg, ctx, device
         net.to(device)
         self.precision = precision_on(cfg.precision, device)
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
-        module: nn.Module = Objective(net, cfg.loss, levels)
+        module: nn.Module = Objective(net, cfg.loss, levels, area)
         if ctx.distributed:
             ids = [device.index] if device.type == "cuda" else None
             module = DistributedDataParallel(module, device_ids=ids)
