@@ -372,22 +372,9 @@ class TrainConfig(_Strict):
         "(quarter turns), 'reverse' (played backwards)",
     )
     flip: bool = Field(False, description="the same as augment = ['flip'] (older recipes)")
-    balanced: bool = Field(
-        False,
-        description="weight each target pixel by its rain rate in mm/h (Shi et al. 2017: 1, 2, "
-        "5, 10, 30 from 0, 2, 5, 10, 30 mm/h), the B-MSE/B-MAE of the loss",
-    )
-    area_loss: Annotated[float, Field(ge=0)] = Field(
-        0.0,
-        description="factor of a loss term that asks each lead's event area at "
-        "area_thresholds to match the truth's (0: off); it counters the L2 loss's damping, "
-        "which shrinks the rain area with lead on radars the model was not trained on",
-    )
-    area_thresholds: list[Annotated[float, Field(gt=0)]] = Field(
-        default_factory=lambda: [1.0],
-        min_length=1,
-        description="event thresholds of the area term, in data units (1 mm/h for radar)",
-    )
+    balanced: bool = False  # Shi et al. 2017's B-MSE/B-MAE rain-rate weights (docs/training.md)
+    area_loss: Annotated[float, Field(ge=0)] = 0.0  # the event-area term (docs/training.md)
+    area_thresholds: list[Annotated[float, Field(gt=0)]] = Field([1.0], min_length=1)
     tensorboard: bool = True
     init: str | None = Field(None, description="start from a run's or a shipped model's weights")
 

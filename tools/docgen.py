@@ -88,6 +88,12 @@ FIELD_NOTES: dict[str, str] = {
     "train.log_every": "append a training event to `metrics.jsonl` every this many steps",
     "train.num_workers": "DataLoader worker processes (0: read in the training process)",
     "train.flip": "random vertical and horizontal flips of each training window",
+    "train.balanced": "weight each target pixel by its rain rate in mm/h (Shi et al. 2017: 1, "
+    "2, 5, 10, 30 from 0, 2, 5, 10, 30 mm/h), the B-MSE/B-MAE of the loss",
+    "train.area_loss": "factor of a loss term that asks each lead's event area at "
+    "`area_thresholds` to match the truth's (0: off); it counters the L2 loss's damping, which "
+    "shrinks the rain area with lead on radars the model was not trained on",
+    "train.area_thresholds": "event thresholds of the area term, in data units (1 mm/h for radar)",
     "train.tensorboard": "also write TensorBoard event files when `tensorboard` is installed",
     # [forecast]
     "forecast.format": "output format of `stforecast forecast` when `--format` is not given: "
