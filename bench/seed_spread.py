@@ -20,18 +20,22 @@ import argparse
 import json
 from pathlib import Path
 
+from leave_one_out import fss_cells  # the FSS window of about 16 km at the run's spacing
+
 SCORES = (
     ("mse_pixel", "MSE per pixel (mm/h)²"),
     ("csi_1.0", "CSI ≥ 1 mm/h"),
-    ("fss_1.0_8", "FSS ≥ 1 mm/h, 16 km"),
+    ("fss_1.0_16km", "FSS ≥ 1 mm/h, 16 km"),
     ("bias_1.0", "frequency bias ≥ 1 mm/h"),
 )
 BASELINES = ("sprog", "pysteps_extrapolation")
 
 
-def with_bias(methods: dict) -> dict:
-    """Each method's scores with the frequency bias at 1 mm/h added (POD / (1 − FAR))."""
+def with_bias(methods: dict, cells: int) -> dict:
+    """Each method's scores with the frequency bias at 1 mm/h added (POD / (1 − FAR)), and the
+    16-km FSS (`cells` cells) under one name."""
     for scores in methods.values():
+        scores["fss_1.0_16km"] = scores[f"fss_1.0_{cells}"]
         pod, far = scores["pod_1.0"], scores["far_1.0"]
         pairs = zip(pod, far, strict=True)
         scores["bias_1.0"] = [p / (1 - f) if f < 1 else float("nan") for p, f in pairs]
@@ -52,7 +56,7 @@ def main() -> None:
     runs = [w / f"without_{args.radar}" for w in args.works]
     docs = [json.loads((r / "hindcast_60min" / "metrics.json").read_text()) for r in runs]
     leads = docs[0]["lead_minutes"]
-    methods = [with_bias(d["methods"]) for d in docs]
+    methods = [with_bias(d["methods"], fss_cells(r)) for d, r in zip(docs, runs, strict=True)]
     head = [f"seed run {i}" for i in range(len(runs))]
     lines = []
     for key, label in SCORES:

@@ -43,6 +43,18 @@ class Transform:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "options": dict(self.options), "params": self.params}
 
+    def levels(self, values: Any) -> tuple[float, ...]:
+        """Values in data units (event thresholds) in the model's units, through the first
+        channel's parameters; transforms are increasing, so an event stays the same event."""
+        import numpy as np
+
+        from stforecast.data import transforms
+
+        params = self.per_channel(1)[0]
+        transform, _ = transforms.from_dict({**self.to_dict(), "params": params})
+        out = transform.forward(np.asarray(values, dtype=float), params)
+        return tuple(float(v) for v in np.asarray(out).ravel())
+
 
 @dataclass(frozen=True)
 class Grid:

@@ -82,14 +82,8 @@ def area_term(cfg: Any, contract: Any) -> Area | None:
     data transform (increasing, so the events are the same); None when the factor is 0."""
     if not cfg.area_loss:
         return None
-    import numpy as np
-
-    from stforecast.data import transforms
-
-    params = contract.transform.per_channel(1)[0]
-    transform, _ = transforms.from_dict({**contract.transform.to_dict(), "params": params})
-    levels = transform.forward(np.asarray(cfg.area_thresholds, dtype=float), params)
-    return Area(tuple(float(v) for v in np.asarray(levels)), AREA_WIDTH, float(cfg.area_loss))
+    levels = contract.transform.levels(cfg.area_thresholds)
+    return Area(levels, AREA_WIDTH, float(cfg.area_loss))
 
 
 def balance_levels(contract: Any) -> tuple[float, ...]:
@@ -97,7 +91,7 @@ def balance_levels(contract: Any) -> tuple[float, ...]:
     through the data transform. The data must be a rain rate (or reflectivity, through Z-R)."""
     import numpy as np
 
-    from stforecast.data import transforms, units
+    from stforecast.data import units
 
     if units.quantity(contract.units) not in ("rate", "reflectivity", "accumulation"):
         raise ConfigError(
@@ -109,9 +103,7 @@ def balance_levels(contract: Any) -> tuple[float, ...]:
         rates, "mm/h", contract.units, step_seconds=contract.time_step_seconds,
         zr=contract.processing.zr if contract.processing else units.MARSHALL_PALMER,
     )  # fmt: skip
-    params = contract.transform.per_channel(1)[0]
-    transform, _ = transforms.from_dict({**contract.transform.to_dict(), "params": params})
-    return tuple(float(v) for v in np.asarray(transform.forward(np.asarray(values), params)))
+    return contract.transform.levels(values)
 
 
 def check_guide(guide: Any, contract: Any) -> Any:

@@ -28,15 +28,8 @@ def selection_event(select: str, contract: Any) -> Event | None:
     the model's units by the data contract's transform (increasing, so events are the same)."""
     if select == "loss":
         return None
-    import numpy as np
-
-    from stforecast.data import transforms
-
     kind, threshold, *scale = select.split("_")
-    entry = contract.transform
-    params = entry.per_channel(1)[0]
-    transform, _ = transforms.from_dict({**entry.to_dict(), "params": params})
-    level = float(np.asarray(transform.forward(np.array([float(threshold)]), params))[0])
+    (level,) = contract.transform.levels([float(threshold)])
     return Event(select, level, int(scale[0]) if kind == "fss" else None)
 
 
