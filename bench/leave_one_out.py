@@ -9,7 +9,8 @@ For each held-out radar (BOM 66, KNMI, FMI 2016 in ../shared/data):
 1. `stforecast train recipes/loo/without_RADAR.toml` into `WORK/without_RADAR` (skipped when
    the run exists, unless --retrain), on the other two archives at 2 km and 10 min;
 2. `stforecast blend -m RUN`: the weights of the model against the built-in extrapolation, lead
-   by lead, fitted on the validation range of each training archive (never the held-out one);
+   by lead, and the filter of the mix, fitted on the validation range of each training archive
+   (never the held-out one);
    `--no-blend` scores the network alone;
 3. `stforecast evaluate HELD_OUT_FILES --model RUN --steps 6` (a hindcast through the forecast
    code path) with persistence, the built-in extrapolation, pysteps' extrapolation, S-PROG and
@@ -137,7 +138,8 @@ def fit_blend(radar: str, run: Path, work: Path) -> dict:
     """`stforecast blend -m RUN` (the recipe's validation ranges); the weights it stored."""
     seconds = call([*CLI, "blend", "-m", run], work / f"blend_{radar}.log")
     card = json.loads((run / "model.json").read_text())
-    return {"seconds": seconds, "weights": card["blending"]["weights"]}
+    entry = card["blending"]
+    return {"seconds": seconds, "weights": entry["weights"], "smoothing": entry.get("smoothing")}
 
 
 def drop_blend(run: Path) -> None:

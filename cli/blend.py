@@ -1,5 +1,5 @@
-"""`stforecast blend`: fit the weights of the model against the extrapolation nowcast, lead by
-lead, on a hindcast, into the run's model card."""
+"""`stforecast blend`: fit the weights of the model against the extrapolation nowcast and the
+filter of the mix, lead by lead, on a hindcast, into the run's model card."""
 
 from __future__ import annotations
 
@@ -45,7 +45,9 @@ def blend(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
     """Fit the blend of the model with the extrapolation, lead by lead, on a hindcast, and
-    store it in the run's model card. The period defaults to the recipe's validation split.
+    store it in the run's model card: the weights by least squares, then the filter width by
+    the CSI at the recipe's lowest evaluation threshold. The period defaults to the recipe's
+    validation split.
 
     Example: stforecast blend -m runs/radar --hours 4
     """
@@ -62,6 +64,8 @@ def blend(
     leads = range(result.first_lead, result.first_lead + len(result.weights))
     shown = ", ".join(f"{k}: {w:.2f}" for k, w in zip(leads, result.weights, strict=True))
     typer.echo(f"{model}: model weight per lead (steps): {shown}")
+    sigmas = ", ".join(f"{k}: {s:g}" for k, s in zip(leads, result.smoothing, strict=True))
+    typer.echo(f"filter sigma per lead (cells): {sigmas}")
     typer.echo(
         f"fitted on {result.fitted_on['forecasts']} forecasts; written to {model}/model.json"
     )

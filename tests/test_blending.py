@@ -1,7 +1,7 @@
-"""The blend of the model with the extrapolation: least-squares weights by hand, the card field
-and its checks, a forecast (within and beyond the training horizon) that is exactly the blend
-with the fitted weights, the default fitting periods of a multi-archive recipe, and the
-test-split evaluation of a blended run."""
+"""The blend of the model with the extrapolation: least-squares weights by hand, the filter and
+its choice by CSI by hand, the card field and its checks, a forecast (within and beyond the
+training horizon) that is exactly the blend with the fitted weights and filter, the default
+fitting periods of a multi-archive recipe, and the test-split evaluation of a blended run."""
 
 from __future__ import annotations
 
@@ -14,7 +14,16 @@ import numpy as np
 import pytest
 
 from stforecast.errors import ModelMismatchError
-from stforecast.forecasting.blend import Blending, Fit, blend, from_card
+from stforecast.forecasting.blend import (
+    SIGMAS,
+    Blending,
+    Fit,
+    SmoothingFit,
+    blend,
+    from_card,
+    keep_values,
+    smooth,
+)
 from stforecast.forecasting.plan import materialise, plan
 from stforecast.io import open_frames
 from stforecast.motion import extrapolate
@@ -45,7 +54,12 @@ def test_least_squares_weights_by_hand():
 def test_blend_and_card_field():
     b = Blending(4, (0.8, 0.5), {})
     assert [b.weight(k) for k in (1, 3, 4, 5, 9)] == [1.0, 1.0, 0.8, 0.5, 0.5]
+    assert [b.sigma(k) for k in (1, 4, 9)] == [0.0, 0.0, 0.0]  # a card without a filter
     assert from_card({"blending": b.to_card()}) == Blending(4, (0.8, 0.5), {})
+    assert "smoothing" not in b.to_card()
+    s = Blending(4, (0.8, 0.5), {}, (1.0, 3.0))
+    assert [s.sigma(k) for k in (1, 3, 4, 5, 9)] == [0.0, 0.0, 1.0, 3.0, 3.0]
+    assert from_card({"blending": s.to_card()}) == s
     assert from_card({}) is None
     m, e = np.full(3, 2.0, np.float32), np.array([0.0, np.nan, 4.0], np.float32)
     np.testing.assert_allclose(blend(m, e, 0.25), [0.5, 2.0, 3.5])  # no extrapolation: model
@@ -54,11 +68,65 @@ def test_blend_and_card_field():
         {"first_lead": 0, "weights": [0.5]},
         {"first_lead": 4, "weights": []},
         {"first_lead": 4, "weights": ["x"]},
+        {"first_lead": 4, "weights": [0.5], "smoothing": [1.0, 2.0]},  # not one per weight
+        {"first_lead": 4, "weights": [0.5], "smoothing": [-1.0]},
+        {"first_lead": 4, "weights": [0.5], "smoothing": [True]},
+        {"first_lead": 4, "weights": [0.5], "smoothing": "1"},
         [1],
     ]
     for bad in bad_entries:
         with pytest.raises(ModelMismatchError, match="blending"):
             from_card({"blending": bad})
+
+
+def test_the_filter_by_hand():
+    field = np.zeros((21, 21), np.float32)
+    field[10, 10] = 1.0
+    # scipy's Gaussian of sigma 1, truncated at 4 sigma and normalised: the centre of a unit
+    # impulse is (1 / sum(exp(-x²/2), x = -4..4))², the total stays 1 away from the edges
+    centre = 1.0 / np.exp(-(np.arange(-4, 5) ** 2) / 2.0).sum()
+    out = smooth(field, 1.0)
+    assert out[10, 10] == pytest.approx(centre**2, rel=1e-5)
+    assert out.sum() == pytest.approx(1.0, rel=1e-5)
+    covered = np.full((9, 9), 3.0, np.float32)
+    covered[:, :4] = np.nan  # a coverage edge: a constant field stays constant up to it
+    out = smooth(covered, 2.0)
+    assert np.isnan(out[:, :4]).all()
+    np.testing.assert_allclose(out[:, 4:], 3.0, rtol=1e-6)
+    m, e = np.full((9, 9), 2.0, np.float32), np.full((9, 9), 4.0, np.float32)
+    np.testing.assert_allclose(blend(m, e, 0.5, 3.0), 3.0, rtol=1e-6)  # mix, then filter
+    # the filter places, the mix's own values stay: the n-th smallest pixel of the filtered
+    # field gets the n-th smallest value; missing stays missing
+    order = np.array([[3.0, 1.0], [np.nan, 2.0]], np.float32)
+    values = np.array([[10.0, 30.0], [np.nan, 20.0]], np.float32)
+    np.testing.assert_array_equal(keep_values(order, values), [[30.0, 10.0], [np.nan, 20.0]])
+    cell = np.zeros((15, 15), np.float32)
+    cell[5:9, 6:8] = [[1, 2], [3, 9], [4, 5], [1, 1]]
+    kept = blend(cell, cell, 0.5, 2.0)
+    np.testing.assert_array_equal(np.sort(kept.ravel()), np.sort(cell.ravel()))  # same values
+    assert kept[6, 6] == 9.0 or kept[6, 7] == 9.0  # the peak stays at the cell's centre
+
+
+def test_the_filter_is_chosen_by_csi():
+    rng = np.random.default_rng(1)
+    truth = np.zeros((2, 40, 40), np.float32)
+    truth[:, 10:30, 10:30] = 2.0
+    # lead 1: the rain area right but speckled with isolated holes and false alarms, which a
+    # filter of one cell or two fills in and wipes out; lead 2: exactly right, nothing to gain
+    speckled = truth[0].copy()
+    flip = rng.random(speckled.shape) < 0.08
+    speckled[flip] = np.where(speckled[flip] > 0, 0.0, 2.0)
+    fit = SmoothingFit(2, 1.0)
+    fit.add(np.stack([speckled, truth[1]]), truth)
+    sigmas = fit.sigmas()
+    assert sigmas[0] > 0.0 and sigmas[1] == 0.0
+    by_hand = []
+    for sigma in SIGMAS:
+        f = keep_values(smooth(speckled, sigma), speckled) if sigma else speckled
+        hits, events = np.sum((f >= 1) & (truth[0] >= 1)), np.sum((f >= 1) | (truth[0] >= 1))
+        by_hand.append(hits / events)
+    assert sigmas[0] == SIGMAS[int(np.argmax(by_hand))]
+    assert SmoothingFit(1, 1.0).sigmas() == (0.0,)  # no events at all: no filter
 
 
 @pytest.fixture(scope="module")
@@ -86,9 +154,13 @@ def test_fitted_forecast_is_the_blend_at_every_lead(tiny, tmp_path):
     b, a = blended[name].values, alone[name].values
     values = frames.isel(time=slice(-4, None)).values.astype(np.float32)
     extra = extrapolate(values, 6)
+    assert len(result.smoothing) == 6 and set(result.smoothing) <= set(SIGMAS)
+    assert card["blending"]["smoothing"] == list(result.smoothing)
+    assert card["blending"]["fitted_on"]["smoothing_threshold"] == 0.1  # the default [0.1, 1, 5]
     for k in range(1, 7):
-        w = result.weights[k - 1]
+        w, sigma = result.weights[k - 1], result.smoothing[k - 1]
         want = np.where(np.isfinite(extra[k - 1]), w * a[k - 1] + (1 - w) * extra[k - 1], a[k - 1])
+        want = keep_values(smooth(want, sigma), want) if sigma else want
         np.testing.assert_allclose(b[k - 1], want, rtol=1e-5, atol=1e-5)
 
 
@@ -104,6 +176,27 @@ def test_a_card_fitted_beyond_the_horizon_only_keeps_the_model_before_it(tiny):
     extra = extrapolate(values, 5)[3:]
     np.testing.assert_allclose(later[name].values[3:], np.where(np.isfinite(extra), extra,
                                alone[name].values[3:]), rtol=1e-5, atol=1e-5)  # fmt: skip
+
+
+def test_the_forecast_filters_the_mix_over_covered_pixels_only(tiny):
+    """A card with a filter: each lead is the mix filtered over the pixels the input covers
+    (what the network writes outside them is not mixed in), and stays missing outside."""
+    run = load_run(tiny["run"], device="cpu")
+    card = {**run.card, "blending": Blending(2, (0.5,), {}, (2.0,)).to_card()}
+    frames = open_frames([str(tiny["archive"])])
+    got = materialise(plan(frames, dataclasses.replace(run, card=card), steps=3, checksums=False))
+    alone = materialise(plan(frames, run, steps=3, checksums=False, blend=False))
+    name = next(n for n in got.data_vars if n != "crs")
+    g, a = got[name].values, alone[name].values
+    assert np.isnan(a).any()  # the archive has pixels without coverage
+    np.testing.assert_array_equal(g[0], a[0])  # before the first blended lead: the model
+    values = frames.isel(time=slice(-4, None)).values.astype(np.float32)
+    extra = extrapolate(values, 3)
+    for k in (1, 2):
+        mixed = np.where(np.isfinite(extra[k]), 0.5 * a[k] + 0.5 * extra[k], a[k])
+        want = keep_values(smooth(mixed, 2.0), mixed)
+        np.testing.assert_allclose(g[k], want, rtol=1e-5, atol=1e-5)
+        assert np.array_equal(np.isnan(g[k]), np.isnan(a[k]))
 
 
 def test_default_periods_are_each_archives_validation_range(tmp_path):

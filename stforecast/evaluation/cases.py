@@ -199,8 +199,9 @@ def store_cases(
                 inputs = np.where(c_in, phys_x[b], np.nan).astype(np.float32)
                 truth = np.where(c_out, phys_y[b], np.nan).astype(np.float32)
                 mix = blending.mixer(blend, inputs[:, None])
-                leads = [mix(k, lead[None], steps)[0] for k, lead in enumerate(phys_p[b], 1)]
-                model = np.where(c_in[-1], np.stack(leads), np.nan).astype(np.float32)
+                alone = np.where(c_in[-1], phys_p[b], np.nan).astype(np.float32)
+                leads = [mix(k, lead[None], steps)[0] for k, lead in enumerate(alone, 1)]
+                model = np.stack(leads).astype(np.float32)
                 ref = int(item["start"]) + t_in - 1
                 yield Case(fmt(times[ref]), inputs, truth, model)
 

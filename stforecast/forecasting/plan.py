@@ -123,8 +123,8 @@ def plan(
             t2 = time.perf_counter()
             lead = next(stream)
             phys = np.asarray(transforms.denormalise_frames(lead, transform, params), np.float32)
+            phys[no_coverage] = np.nan  # before the blend: its filter mixes covered pixels only
             phys = mix(k, phys, steps)
-            phys[no_coverage] = np.nan
             timings["model"] += time.perf_counter() - t2
             yield {name: phys[c] for c, name in enumerate(fields)}
 
